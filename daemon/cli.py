@@ -1,2 +1,187 @@
-def main(argv=None):
-    return 0
+"""The `nordlys` command: parse arguments, load the config, call one function per verb.
+
+Exit codes (documented in README): 0 done; 1 some files could not be read or moved (they stayed
+where they were, and the output says why); 2 bad config or arguments; 3 the model cannot be used;
+130 interrupted. `train`, `export` and `eval` live in packages that need extra dependencies, so
+they are imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import structlog
+
+from nordlys.daemon import runtime
+from nordlys.daemon.classifier import ModelError
+from nordlys.daemon.config import Config, ConfigError, find_config_file, load_config
+from nordlys.daemon.grouping import PhotoGroup
+from nordlys.daemon.logs import configure_logging
+from nordlys.daemon.pipeline import Pipeline
+from nordlys.daemon.scan import scan_inbox
+from nordlys.daemon.sorter import format_summary, sort_tree
+from nordlys.daemon.undo import recover_interrupted, undo
+
+EXIT_OK, EXIT_PARTIAL, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 3, 130
+
+# verb -> module providing add_arguments(parser) and run(args) -> int; imported on use only,
+# so the daemon never imports torch.
+EXTRA_VERBS = {
+    "train": ("nordlys.train.cli", "fine-tune a backbone on your photos (needs nordlys[train])"),
+    "export": ("nordlys.export.cli", "export a training run to ONNX, optionally int8 (needs nordlys[train])"),
+    "eval": ("nordlys.export.eval_cli", "evaluate an ONNX model on labelled photos, with an HTML report"),
+}
+
+
+def load(args: argparse.Namespace) -> Config:
+    """The config file (--config, else the XDG or /etc one), then logging as it says."""
+    path = find_config_file(args.config)
+    config = load_config(path) if path is not None else Config()
+    level = config.log.level if getattr(args, "verbose", True) else "warning"
+    configure_logging(format=config.log.format, level=level)
+    return config
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    config = runtime.apply_overrides(load(args), model=args.model)
+    classifier = runtime.load_classifier(config)
+    files = expand_paths(args.paths, ignore=config.ignore)
+    # classify moves nothing: the target only supplies the threshold and review band
+    target = runtime.build_target(dataclasses.replace(config, output_root=Path.cwd()), classifier)
+    failures = 0
+    with Pipeline(classifier, None, target, max_pixels=config.model.max_pixels, dry_run=True) as pipeline:
+        for i in range(0, len(files), config.model.batch_size):
+            batch = files[i:i + config.model.batch_size]
+            verdicts = pipeline.verdicts([PhotoGroup(p, (p,)) for p in batch])
+            for path, verdict in zip(batch, verdicts):
+                failures += verdict.score is None
+                print(format_classification(path, verdict.folder, verdict.score, verdict.reason,
+                                            classifier.version, as_json=args.json), flush=True)
+    return EXIT_PARTIAL if failures else EXIT_OK
+
+
+def format_classification(path: Path, label: str, score: float | None, error: str, version: str, *,
+                          as_json: bool) -> str:
+    if as_json:
+        record = {"path": str(path), "label": label, "score": None if score is None else round(score, 6),
+                  "model_version": version}
+        if score is None:
+            record["error"] = error
+        return json.dumps(record, ensure_ascii=False)
+    if score is None:
+        return f"error\t-\t{path}: {error}"
+    return f"{label}\t{score:.4f}\t{path}"
+
+
+def expand_paths(paths: Sequence[Path], *, ignore: Sequence[str]) -> list[Path]:
+    """Files as given (even if their name matches an ignore pattern), folders walked recursively."""
+    result: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            result.extend(scan_inbox(path, recursive=True, ignore=ignore).files)
+        else:
+            result.append(path)
+    return result
+
+
+def cmd_sort(args: argparse.Namespace) -> int:
+    config = runtime.apply_overrides(load(args), inboxes=[args.source], dest=args.dest, model=args.model)
+    classifier = runtime.load_classifier(config)
+    target = runtime.build_target(config, classifier)
+    with runtime.open_journal(config) as journal:
+        if not args.dry_run:
+            recover_interrupted(journal)
+        with Pipeline(classifier, journal, target, max_pixels=config.model.max_pixels,
+                      dry_run=args.dry_run) as pipeline:
+            summary = sort_tree(config.inboxes[0].path, pipeline=pipeline, recursive=config.inboxes[0].recursive,
+                                ignore=config.ignore, journal=journal, batch_size=config.model.batch_size,
+                                command=f"sort {config.inboxes[0].path}")
+    print(format_summary(summary, target))
+    return EXIT_PARTIAL if summary.failed else EXIT_OK
+
+
+def cmd_undo(args: argparse.Namespace) -> int:
+    config = load(args)
+    since = runtime.parse_since(args.since) if args.since else None
+    with runtime.open_journal(config) as journal:
+        report = undo(journal, since=since, paths=[p.expanduser().absolute() for p in args.paths],
+                      dry_run=args.dry_run)
+    verb = "would restore" if args.dry_run else "restored"
+    print(f"{verb} {len(report.restored)} files")
+    for dest, source in report.restored:
+        print(f"  {dest} -> {source}")
+    for path, reason in report.skipped:
+        print(f"  not restored: {path}: {reason}")
+    return EXIT_PARTIAL if report.skipped else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="YAML config (default: $XDG_CONFIG_HOME/nordlys/config.yaml "
+                                                    "or /etc/nordlys/config.yaml when present)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log every decision (at the config's log level)")
+    parser = argparse.ArgumentParser(prog="nordlys", description="Find the northern lights in photos and sort them.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("classify", parents=[common], help="score photos and print one line each")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photos or folders")
+    p.add_argument("--model", type=Path, help="ONNX model (default: the configured or bundled one)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line: path, label, score[, error]")
+    p.set_defaults(func=cmd_classify)
+
+    p = verbs.add_parser("sort", parents=[common], help="sort an existing folder tree once")
+    p.add_argument("source", type=Path, metavar="SRC", help="folder to sort (sub-folders included)")
+    p.add_argument("--dest", type=Path, help="where aurora/, other/, ... go (default: inside SRC)")
+    p.add_argument("--model", type=Path, help="ONNX model (default: the configured or bundled one)")
+    p.add_argument("--dry-run", action="store_true", help="say what would move, move nothing")
+    p.set_defaults(func=cmd_sort)
+
+    p = verbs.add_parser("undo", parents=[common], help="move sorted files back where they came from")
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="only files at or under these paths")
+    p.add_argument("--since", help="undo everything sorted since this time (ISO time, or 90m / 2h / 3d ago)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be restored, move nothing")
+    p.set_defaults(func=cmd_undo)
+
+    for verb, (module, help_text) in EXTRA_VERBS.items():
+        p = verbs.add_parser(verb, help=help_text, add_help=False)
+        p.set_defaults(func=None, extra_module=module)
+    return parser
+
+
+def run_extra_verb(verb: str, module_name: str, argv: Sequence[str]) -> int:
+    """Hand the remaining arguments to a verb that lives in an optional package."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        print(f"nordlys {verb}: needs the training extras ({exc.name} is missing): "
+              f"pip install 'nordlys[train]'", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog=f"nordlys {verb}")
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(list(argv))))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in EXTRA_VERBS:
+        return run_extra_verb(argv[0], EXTRA_VERBS[argv[0]][0], argv[1:])
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (ConfigError, ModelError) as exc:
+        print(f"nordlys {args.verb}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        structlog.get_logger(__name__).warning("interrupted")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The one place that decides where a photo goes. Pure functions, no I/O.
+
+Every caller (sort, watch, undo's dry runs, tests) asks `decide` for the folder and
+`destination_dir` for the directory, so the rules below exist exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+AURORA, OTHER, REVIEW, REJECTED = "aurora", "other", "review", "rejected"
+FOLDER_KEYS = (AURORA, OTHER, REVIEW, REJECTED)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What was decided about one photo, and why: this is what the journal records."""
+
+    folder: str  # one of FOLDER_KEYS
+    score: float | None  # aurora probability; None when the photo could not be read
+    reason: str = ""  # human reason for `rejected` (e.g. "truncated JPEG")
+    model_version: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.folder
+
+
+def decide(score: float | None, *, threshold: float, band: float = 0.0) -> str:
+    """Folder key for a score.
+
+    score >= threshold -> aurora; score < threshold - band -> other; in between -> review
+    (only when band > 0, so band = 0 never produces review); no score -> rejected.
+    """
+    if score is None or math.isnan(score):
+        return REJECTED
+    if score >= threshold:
+        return AURORA
+    if score < threshold - band:
+        return OTHER
+    return REVIEW
+
+
+def destination_dir(source: Path, *, inbox: Path, output_root: Path, folder_name: str,
+                    keep_subfolders: bool) -> Path:
+    """Directory a file from `inbox` goes to under `output_root/folder_name`.
+
+    With keep_subfolders the file's sub-folder relative to the inbox is kept
+    (inbox/2026/trip/a.jpg -> aurora/2026/trip/). Parts that could escape the output root
+    (`..`, absolute paths) are dropped, so the result is always inside output_root/folder_name.
+    """
+    target = output_root / folder_name
+    if not keep_subfolders:
+        return target
+    try:
+        relative = source.parent.relative_to(inbox)
+    except ValueError:
+        return target
+    safe = [part for part in PurePath(relative).parts if part not in ("", ".", "..") and "/" not in part]
+    return target.joinpath(*safe) if safe else target

@@ -1,0 +1,76 @@
+"""Turning a loaded config (plus command-line overrides) into the live parts: model, target, journal.
+
+Kept apart from the CLI so that `sort`, `classify`, `undo` and the daemon build their parts the
+same way, and so tests can build them without parsing arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from nordlys.daemon.classifier import Classifier, ModelError
+from nordlys.daemon.config import Config, ConfigError, InboxConfig, check_paths
+from nordlys.daemon.journal import Journal
+from nordlys.daemon.paths import bundled_model_path, default_journal_path
+from nordlys.daemon.pipeline import Target
+
+
+def apply_overrides(config: Config, *, inboxes: list[Path] | None = None, dest: Path | None = None,
+                    model: Path | None = None, source: str = "command line") -> Config:
+    """Flags win over the config file; the result is checked like a config file would be."""
+    if inboxes:
+        config = dataclasses.replace(config, inboxes=[InboxConfig(path=p.expanduser().absolute()) for p in inboxes])
+    if dest is not None:
+        config = dataclasses.replace(config, output_root=dest.expanduser().absolute())
+    if model is not None:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, path=model.expanduser()))
+    check_paths(config, source=source)
+    return config
+
+
+def model_path(config: Config) -> Path:
+    """The configured model, else the bundled default."""
+    if config.model.path is not None:
+        return config.model.path
+    bundled = bundled_model_path()
+    if not bundled.is_file():
+        raise ModelError(f"no model configured (model.path) and the bundled default model is missing at {bundled}")
+    return bundled
+
+
+def load_classifier(config: Config) -> Classifier:
+    m = config.model
+    return Classifier(model_path(config), providers=m.providers, threads=m.threads, batch_size=m.batch_size)
+
+
+def build_target(config: Config, classifier: Classifier) -> Target:
+    """Placement settings; the output root defaults to the first inbox (outputs beside the photos)."""
+    root = config.output_root
+    if root is None:
+        if not config.inboxes:
+            raise ConfigError("output_root is not set and there is no inbox to put the folders in: "
+                              "expected output_root in the config or --dest")
+        root = config.inboxes[0].path
+    threshold = config.model.threshold if config.model.threshold is not None else classifier.meta.threshold
+    return Target(output_root=root, folders=config.folders, keep_subfolders=config.keep_subfolders,
+                  threshold=threshold, review_band=config.model.review_band)
+
+
+def open_journal(config: Config) -> Journal:
+    return Journal.open(config.journal or default_journal_path())
+
+
+def parse_since(text: str) -> datetime:
+    """`--since`: an ISO date/time (local time unless it has an offset) or an age like 90m, 2h, 3d."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text.strip())
+    if match:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+        return datetime.now(timezone.utc) - timedelta(**{unit: float(match.group(1))})
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(f"--since = {text!r}: expected an ISO time like 2026-11-25T14:00 or an age like 90m, 2h, 3d") from None
+    return when.astimezone(timezone.utc)  # naive times are taken as local time

@@ -1,0 +1,87 @@
+"""`nordlys sort`: file an existing folder tree once, safely, with a progress bar and a summary."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import structlog
+
+from nordlys.daemon.grouping import group_files
+from nordlys.daemon.journal import Journal
+from nordlys.daemon.pipeline import Pipeline, Target
+from nordlys.daemon.progress import ProgressBar
+from nordlys.daemon.scan import scan_inbox
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class SortSummary:
+    counts: Counter = field(default_factory=Counter)  # files per folder key (sidecars included)
+    photos: Counter = field(default_factory=Counter)  # photo groups per folder key
+    rejected: list[tuple[Path, str]] = field(default_factory=list)  # filed in rejected/, with reason
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # left in place, with reason
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # not regular files, left in place
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    def as_dict(self) -> dict:
+        return {"files": dict(self.counts), "photos": dict(self.photos), "rejected": len(self.rejected),
+                "failed": len(self.failed), "skipped": len(self.skipped), "seconds": round(self.seconds, 3),
+                "dry_run": self.dry_run}
+
+
+def output_dirs(target: Target) -> list[Path]:
+    return [target.output_root / target.folder_name(key) for key in ("aurora", "other", "review", "rejected")]
+
+
+def sort_tree(source: Path, *, pipeline: Pipeline, recursive: bool, ignore: Sequence[str],
+              journal: Journal | None, batch_size: int, command: str = "sort") -> SortSummary:
+    """Sort every file under `source` once. Output folders inside `source` are never re-sorted."""
+    started = time.perf_counter()
+    summary = SortSummary(dry_run=pipeline.dry_run)
+    scan = scan_inbox(source, recursive=recursive, ignore=ignore, exclude=output_dirs(pipeline.target))
+    for path, reason in scan.skipped:
+        log.warning("skipped", path=str(path), reason=reason)
+    summary.skipped = scan.skipped
+    groups = group_files(scan.files)
+    run_id = journal.start_run(command) if journal is not None and not pipeline.dry_run else None
+    with ProgressBar(len(groups), label="sorting") as bar:
+        for i in range(0, len(groups), batch_size):
+            batch = groups[i:i + batch_size]
+            for outcome in pipeline.process(batch, inbox=source, run_id=run_id):
+                if outcome.verdict is None:
+                    summary.failed.append((outcome.group.primary, outcome.error))
+                    continue
+                key = outcome.verdict.folder
+                summary.photos[key] += 1
+                summary.counts[key] += len(outcome.group.members)
+                if key == "rejected":
+                    summary.rejected.append((outcome.group.primary, outcome.verdict.reason))
+            bar.advance(len(batch))
+    summary.seconds = time.perf_counter() - started
+    if run_id is not None and journal is not None:
+        journal.finish_run(run_id, summary.as_dict())
+    return summary
+
+
+def format_summary(summary: SortSummary, target: Target) -> str:
+    """The closing summary printed by `nordlys sort`: counts per folder, then every problem."""
+    verb = "would move" if summary.dry_run else "moved"
+    lines = [f"{verb} {sum(summary.counts.values())} files ({sum(summary.photos.values())} photos) "
+             f"in {summary.seconds:.1f} s"]
+    for key in ("aurora", "other", "review", "rejected"):
+        if summary.counts.get(key):
+            lines.append(f"  {target.output_root / target.folder_name(key)}: "
+                         f"{summary.photos[key]} photos, {summary.counts[key]} files")
+    for path, reason in summary.rejected:
+        lines.append(f"  rejected: {path}: {reason}")
+    for path, reason in summary.failed:
+        lines.append(f"  left in place: {path}: {reason}")
+    for path, reason in summary.skipped:
+        lines.append(f"  skipped: {path}: {reason}")
+    return "\n".join(lines)
