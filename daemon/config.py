@@ -74,6 +74,16 @@ class LogConfig:
 
 
 @dataclass
+class WatchConfig:
+    settle_seconds: float = 1.0  # a file is complete once its size and mtime held still this long (seconds)
+    reconcile_interval: float = 300.0  # seconds between full rescans of every inbox (missed events); 0 = off
+    batch_wait: float = 0.2  # seconds to wait for more complete files to fill a batch
+    queue_size: int = 1000  # photos waiting in memory at most; more wait on disk for the next scan
+    on_aurora: list[str] = field(default_factory=list)  # argv run per new aurora photo, its path appended; [] = off
+    hook_timeout: float = 30.0  # seconds before an on_aurora command is killed
+
+
+@dataclass
 class Config:
     inboxes: list[InboxConfig] = field(default_factory=list)  # folders to sort / watch
     output_root: Path | None = None  # where aurora/, other/, ... are made; null = inside the first inbox
@@ -83,6 +93,7 @@ class Config:
     ignore: list[str] = field(default_factory=lambda: list(DEFAULT_IGNORE))  # fnmatch patterns on file names
     journal: Path | None = None  # SQLite journal; null = $XDG_STATE_HOME/nordlys/journal.sqlite
     log: LogConfig = field(default_factory=LogConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
 
 
 def load_config(path: Path) -> Config:
@@ -131,6 +142,14 @@ def check_values(config: Config, *, source: str = "config") -> None:
             fail(f"folders.{key}", name, "a plain folder name (no '/', not '.' or '..')")
     if len(set(names.values())) != len(names):
         fail("folders", names, "four different folder names")
+    w = config.watch
+    for key in ("settle_seconds", "batch_wait", "hook_timeout"):
+        if getattr(w, key) < 0:
+            fail(f"watch.{key}", getattr(w, key), "a number of seconds, 0 or more")
+    if w.reconcile_interval < 0:
+        fail("watch.reconcile_interval", w.reconcile_interval, "seconds between rescans, or 0 for none")
+    if w.queue_size < 1:
+        fail("watch.queue_size", w.queue_size, "a positive number of photos")
     for i, inbox in enumerate(config.inboxes):
         if inbox.poll_interval <= 0:
             fail(f"inboxes[{i}].poll_interval", inbox.poll_interval, "a positive number of seconds")
