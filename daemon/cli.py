@@ -9,6 +9,7 @@ they are imported only when asked for.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -18,7 +19,7 @@ from typing import Callable, Sequence
 
 import structlog
 
-from nordlys.daemon import runtime
+from nordlys.daemon import runtime, service, status
 from nordlys.daemon.classifier import ModelError
 from nordlys.daemon.config import Config, ConfigError, find_config_file, load_config
 from nordlys.daemon.grouping import PhotoGroup
@@ -94,14 +95,15 @@ def cmd_sort(args: argparse.Namespace) -> int:
     config = runtime.apply_overrides(load(args), inboxes=[args.source], dest=args.dest, model=args.model)
     classifier = runtime.load_classifier(config)
     target = runtime.build_target(config, classifier)
-    with runtime.open_journal(config) as journal:
-        if not args.dry_run:
+    inbox = config.inboxes[0]
+    with contextlib.ExitStack() as stack:
+        journal = None if args.dry_run else stack.enter_context(runtime.open_journal(config))  # a dry run writes nothing
+        if journal is not None:
             recover_interrupted(journal)
-        with Pipeline(classifier, journal, target, max_pixels=config.model.max_pixels,
-                      dry_run=args.dry_run) as pipeline:
-            summary = sort_tree(config.inboxes[0].path, pipeline=pipeline, recursive=config.inboxes[0].recursive,
-                                ignore=config.ignore, journal=journal, batch_size=config.model.batch_size,
-                                command=f"sort {config.inboxes[0].path}")
+        pipeline = stack.enter_context(Pipeline(classifier, journal, target, max_pixels=config.model.max_pixels,
+                                                dry_run=args.dry_run))
+        summary = sort_tree(inbox.path, pipeline=pipeline, recursive=inbox.recursive, ignore=config.ignore,
+                            journal=journal, batch_size=config.model.batch_size, command=f"sort {inbox.path}")
     print(format_summary(summary, target))
     return EXIT_PARTIAL if summary.failed else EXIT_OK
 
@@ -116,9 +118,24 @@ def cmd_undo(args: argparse.Namespace) -> int:
     print(f"{verb} {len(report.restored)} files")
     for dest, source in report.restored:
         print(f"  {dest} -> {source}")
+    for path, why in report.renamed:
+        print(f"  restored under a new name: {path}: {why}")
     for path, reason in report.skipped:
         print(f"  not restored: {path}: {reason}")
     return EXIT_PARTIAL if report.skipped else EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    source = service.ConfigSource(find_config_file(args.config), inboxes=args.inbox, dest=args.dest, model=args.model)
+    config = source.load()
+    configure_logging(format=config.log.format, level=config.log.level)
+    return service.run_daemon(source, config)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = runtime.apply_overrides(load(args), inboxes=args.inbox, dest=args.dest)
+    print(status.status_text(config, recent=args.recent))
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,6 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="undo everything sorted since this time (ISO time, or 90m / 2h / 3d ago)")
     p.add_argument("--dry-run", action="store_true", help="say what would be restored, move nothing")
     p.set_defaults(func=cmd_undo)
+
+    p = verbs.add_parser("watch", parents=[common], help="watch inboxes and file each new photo (the daemon)")
+    p.add_argument("--inbox", type=Path, action="append", metavar="DIR", help="folder to watch (repeatable; "
+                   "replaces the config's inboxes)")
+    p.add_argument("--dest", type=Path, help="where aurora/, other/, ... go (default: the config's output_root)")
+    p.add_argument("--model", type=Path, help="ONNX model (default: the configured or bundled one)")
+    p.set_defaults(func=cmd_watch)
+
+    p = verbs.add_parser("status", parents=[common], help="what was sorted, the last decisions, files waiting")
+    p.add_argument("--inbox", type=Path, action="append", metavar="DIR", help="inbox to count waiting files in")
+    p.add_argument("--dest", type=Path, help="output root (default: the config's)")
+    p.add_argument("--recent", type=int, default=10, metavar="N", help="show the last N decisions (default 10)")
+    p.set_defaults(func=cmd_status)
 
     for verb, (module, help_text) in EXTRA_VERBS.items():
         p = verbs.add_parser(verb, help=help_text, add_help=False)

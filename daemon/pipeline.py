@@ -59,6 +59,7 @@ class Pipeline:
                  max_pixels: int, dry_run: bool = False, decode_workers: int | None = None) -> None:
         self.classifier, self.journal, self.target = classifier, journal, target
         self.max_pixels, self.dry_run = max_pixels, dry_run
+        self.planned: set[Path] = set()  # names a dry run has "used", so two groups never claim one
         self.pool = ThreadPoolExecutor(max_workers=decode_workers or os.cpu_count() or 2,
                                        thread_name_prefix="nordlys-decode")
 
@@ -109,7 +110,8 @@ class Pipeline:
                                    folder_name=t.folder_name(verdict.folder), keep_subfolders=t.keep_subfolders)
         start = time.perf_counter()
         try:
-            moved = move_group(group, dest_dir, verdict, journal=self.journal, run_id=run_id, dry_run=self.dry_run)
+            moved = move_group(group, dest_dir, verdict, journal=self.journal, run_id=run_id, dry_run=self.dry_run,
+                               reserved=self.planned if self.dry_run else None)
         except MoveError as exc:
             log.error("left in place", path=str(group.primary), reason=exc.reason, folder=verdict.folder)
             return Outcome(group, None, [], error=exc.reason)

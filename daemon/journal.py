@@ -1,0 +1,399 @@
+"""The journal: every move is written down before it happens and after it happened.
+
+SQLite (stdlib, WAL, synchronous=FULL) so a crash at any instant leaves a row saying what was
+about to happen; `undo.recover_interrupted` finishes or rolls back those rows from what is on disk,
+and `nordlys undo` reads the finished ones to put files back.
+
+One row per file. An entry's life: "intent" -> "done" | "failed" (file stayed at its source) |
+"rolled_back" (moved, then put back, or never moved); a "done" entry later becomes "undone" when
+`nordlys undo` restores it. Undo's own moves are entries too (status "restored", `undoes` points at
+the entry they reverse), so a crash in the middle of an undo is recovered the same way.
+
+Paths are stored as text when they are valid UTF-8 and as the raw file-name bytes otherwise
+(SQLite keeps a BLOB in a TEXT column as is), so every name a file system allows round-trips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import structlog
+
+from nordlys.daemon.placement import Verdict
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION = 1
+INTENT, DONE, FAILED, ROLLED_BACK, UNDONE, RESTORED = (
+    "intent", "done", "failed", "rolled_back", "undone", "restored")
+STATUSES = (INTENT, DONE, FAILED, ROLLED_BACK, UNDONE, RESTORED)
+
+_SCHEMA = """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    command TEXT NOT NULL,
+    started TEXT NOT NULL,      -- UTC ISO 8601
+    finished TEXT,
+    summary TEXT,               -- JSON
+    pid INTEGER NOT NULL,       -- lets recovery leave a still-running process's moves alone
+    host TEXT NOT NULL
+);
+CREATE TABLE entries (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER REFERENCES runs(id),
+    group_id TEXT NOT NULL,
+    source TEXT NOT NULL,       -- text, or BLOB of raw bytes for names that are not UTF-8
+    dest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    score REAL,
+    label TEXT NOT NULL,        -- Verdict.folder
+    reason TEXT NOT NULL,       -- Verdict.reason
+    model_version TEXT NOT NULL,
+    time TEXT NOT NULL,         -- UTC ISO 8601, when the intent was written
+    status TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',   -- why it failed / was rolled back / where it was restored
+    updated TEXT NOT NULL,
+    undoes INTEGER REFERENCES entries(id)
+);
+CREATE INDEX entries_status ON entries(status);
+CREATE INDEX entries_run ON entries(run_id);
+CREATE INDEX entries_time ON entries(time);
+CREATE TABLE created_dirs (
+    run_id INTEGER,
+    path TEXT NOT NULL,
+    UNIQUE (run_id, path)
+);
+"""
+
+
+class JournalError(Exception):
+    """The journal file cannot be used (not a journal, or written by a newer nordlys)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file's journal row."""
+
+    id: int
+    run_id: int | None
+    group_id: str
+    source: Path
+    dest: Path
+    size: int
+    sha256: str
+    score: float | None
+    label: str
+    reason: str
+    model_version: str
+    time: str  # UTC ISO 8601
+    status: str
+    detail: str = ""
+    undoes: int | None = None
+
+
+@dataclass(frozen=True)
+class IntentItem:
+    """One planned move, for `Journal.intents` (a whole photo group in one transaction)."""
+
+    source: Path
+    dest: Path
+    size: int
+    sha256: str
+    verdict: Verdict
+    group_id: str
+    undoes: int | None = None
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _iso_utc(moment: datetime) -> str:
+    """Same text form as stored times, so SQL can compare strings; naive times are local time."""
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _path_in(path: Path | str) -> str | bytes:
+    text = os.fspath(Path(path).absolute())
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate-escaped bytes: keep the exact bytes
+        return os.fsencode(text)
+    return text
+
+
+def _path_out(value: str | bytes) -> Path:
+    return Path(os.fsdecode(value) if isinstance(value, bytes) else value)
+
+
+def _is_under(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def _validate(item: IntentItem) -> None:
+    digest = item.sha256
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"sha256 for {item.source} is {digest!r}; expected 64 lowercase hex digits")
+    if item.size < 0:
+        raise ValueError(f"size for {item.source} is {item.size}; expected 0 or more bytes")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class Journal:
+    """The move journal. One connection, guarded by a lock, so a writer thread may share it."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, path: Path) -> "Journal":
+        """Open or create the journal at `path` (parent folders are created)."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(os.fspath(path), timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"{path}: cannot open the journal ({exc}); expected a writable "
+                               "folder for it") from exc
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            cls._ensure_schema(conn, path)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise JournalError(f"{path}: not a usable nordlys journal ({exc}); expected a writable "
+                               "SQLite file written by nordlys, or no file at all") from exc
+        except JournalError:
+            conn.close()
+            raise
+        if str(mode).lower() != "wal":  # e.g. on network file systems; still correct, just slower
+            log.warning("journal not in WAL mode", path=str(path), mode=mode)
+        return cls(conn, path)
+
+    @staticmethod
+    def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
+        """Create the tables on first use; refuse a journal from a newer nordlys."""
+        conn.execute("BEGIN IMMEDIATE")  # two processes opening a new journal: one creates it
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise JournalError(f"{path}: journal schema version {version} was written by a newer "
+                                   f"nordlys; this one reads versions up to {SCHEMA_VERSION}")
+            if version == 0:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it reaches the disk, or none of it."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # --- runs -------------------------------------------------------------------------------
+
+    def start_run(self, command: str) -> int:
+        """Record one sort/watch/undo invocation; its id ties the entries together."""
+        with self._tx() as conn:
+            cur = conn.execute("INSERT INTO runs (command, started, pid, host) VALUES (?, ?, ?, ?)",
+                               (command, utc_now(), os.getpid(), socket.gethostname()))
+            return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, summary: dict) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE runs SET finished = ?, summary = ? WHERE id = ?",
+                         (utc_now(), json.dumps(summary, default=str, sort_keys=True), run_id))
+
+    def last_run_id(self, command_prefix: str | None = None, *, with_status: str | None = None) -> int | None:
+        """Newest run whose command starts with `command_prefix` (any run when None).
+
+        with_status: only runs that still have an entry in that status (undo asks for "done":
+        the most recent run whose moves are still in place).
+        """
+        sql, params = "SELECT id, command FROM runs", []
+        if with_status is not None:
+            sql += " WHERE EXISTS (SELECT 1 FROM entries e WHERE e.run_id = runs.id AND e.status = ?)"
+            params.append(with_status)
+        for run_id, command in self._query(sql + " ORDER BY id DESC", params):
+            if command_prefix is None or command.startswith(command_prefix):
+                return int(run_id)
+        return None
+
+    def _run_is_live(self, run_id: int | None) -> bool:
+        """True when the run belongs to another process still running on this host."""
+        if run_id is None:
+            return False
+        rows = self._query("SELECT pid, host, finished FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            return False
+        pid, host, finished = rows[0]
+        if finished is not None or host != socket.gethostname() or pid == os.getpid():
+            return False
+        return _process_alive(int(pid))
+
+    # --- entries ----------------------------------------------------------------------------
+
+    def intent(self, run_id: int | None, *, source: Path, dest: Path, size: int, sha256: str,
+               verdict: Verdict, group_id: str, undoes: int | None = None) -> int:
+        """Write down a move about to happen; returns the entry id (status "intent")."""
+        return self.intents(run_id, [IntentItem(source, dest, size, sha256, verdict, group_id, undoes)])[0]
+
+    def intents(self, run_id: int | None, items: Sequence[IntentItem]) -> list[int]:
+        """Batch `intent`: all rows in one transaction (a photo group is planned as a whole)."""
+        for item in items:
+            _validate(item)
+        now = utc_now()
+        ids = []
+        with self._tx() as conn:
+            for it in items:
+                v = it.verdict
+                cur = conn.execute(
+                    "INSERT INTO entries (run_id, group_id, source, dest, size, sha256, score, label,"
+                    " reason, model_version, time, status, updated, undoes)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, it.group_id, _path_in(it.source), _path_in(it.dest), it.size, it.sha256,
+                     v.score, v.folder, v.reason, v.model_version, now, INTENT, now, it.undoes))
+                ids.append(int(cur.lastrowid or 0))
+        return ids
+
+    def done(self, entry_id: int, dest: Path, *, created_dirs: Sequence[Path] = (), detail: str = "") -> None:
+        """The file is at `dest`. created_dirs: folders the move had to make (undo removes them
+        again when empty). For an undo entry this also marks the entry it reverses "undone"."""
+        now = utc_now()
+        with self._tx() as conn:
+            run_id, undoes = conn.execute("SELECT run_id, undoes FROM entries WHERE id = ?",
+                                          (entry_id,)).fetchone()
+            status = RESTORED if undoes is not None else DONE
+            conn.execute("UPDATE entries SET status = ?, dest = ?, detail = ?, updated = ? WHERE id = ?",
+                         (status, _path_in(dest), detail, now, entry_id))
+            if undoes is not None:
+                conn.execute("UPDATE entries SET status = ?, detail = ?, updated = ? WHERE id = ?",
+                             (UNDONE, f"restored to {dest} (entry {entry_id})", now, undoes))
+            conn.executemany("INSERT OR IGNORE INTO created_dirs (run_id, path) VALUES (?, ?)",
+                             [(run_id, _path_in(d)) for d in created_dirs])
+
+    def failed(self, entry_id: int, reason: str) -> None:
+        """The move did not happen; the file stayed at its source."""
+        self._set_status(entry_id, FAILED, reason)
+
+    def rolled_back(self, entry_id: int, reason: str) -> None:
+        """The file is back at (or never left) its source."""
+        self._set_status(entry_id, ROLLED_BACK, reason)
+
+    def mark_undone(self, entry_id: int, detail: str = "") -> None:
+        self._set_status(entry_id, UNDONE, detail)
+
+    def _set_status(self, entry_id: int, status: str, detail: str) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE entries SET status = ?, detail = ?, updated = ? WHERE id = ?",
+                         (status, detail, utc_now(), entry_id))
+
+    def entry(self, entry_id: int) -> Entry:
+        rows = self._select("WHERE id = ?", (entry_id,))
+        if not rows:
+            raise KeyError(f"no journal entry with id {entry_id}")
+        return rows[0]
+
+    def interrupted(self, *, include_live: bool = False) -> list[Entry]:
+        """Entries still at "intent": a crash happened mid-move. Entries of runs whose process is
+        still alive on this host (another nordlys moving right now) are left out unless asked."""
+        pending = self._select("WHERE status = ? ORDER BY id", (INTENT,))
+        if include_live:
+            return pending
+        live = {r for r in {e.run_id for e in pending} if self._run_is_live(r)}
+        return [e for e in pending if e.run_id not in live]
+
+    def entries(self, *, run_id: int | None = None, since: datetime | None = None,
+                paths: Sequence[Path] = (), status: str | None = DONE) -> list[Entry]:
+        """Entries matching every filter given, oldest first.
+
+        since: written at or after this moment (naive = local time). paths: entries whose source
+        or dest is one of these paths or lies under one of them. status None: any status.
+        """
+        clauses, params = [], []
+        for sql, value in (("run_id = ?", run_id), ("time >= ?", since and _iso_utc(since)),
+                           ("status = ?", status)):
+            if value is not None:
+                clauses.append(sql)
+                params.append(value)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        found = self._select(f"{where} ORDER BY id", params)
+        if paths:
+            roots = [Path(p).absolute() for p in paths]
+            found = [e for e in found if _is_under(e.source, roots) or _is_under(e.dest, roots)]
+        return found
+
+    def counts(self, *, status: str = DONE) -> dict[str, int]:
+        """Files per label (folder key) currently in that status: what `nordlys status` shows."""
+        rows = self._query("SELECT label, COUNT(*) FROM entries WHERE status = ? GROUP BY label ORDER BY label",
+                           (status,))
+        return {label: int(n) for label, n in rows}
+
+    def recent(self, limit: int = 20) -> list[Entry]:
+        """Newest entries first, any status."""
+        return self._select("ORDER BY id DESC LIMIT ?", (limit,))
+
+    def created_dirs(self, run_ids: Sequence[int | None]) -> list[Path]:
+        """Folders that moves of these runs created (recorded through `done`)."""
+        found: list[Path] = []
+        for run_id in dict.fromkeys(run_ids):
+            rows = self._query("SELECT path FROM created_dirs WHERE run_id IS ? ORDER BY rowid", (run_id,))
+            found.extend(_path_out(r[0]) for r in rows)
+        return found
+
+    def _select(self, tail: str, params: Sequence[Any]) -> list[Entry]:
+        rows = self._query(
+            "SELECT id, run_id, group_id, source, dest, size, sha256, score, label, reason,"
+            f" model_version, time, status, detail, undoes FROM entries {tail}", params)
+        return [Entry(id=r[0], run_id=r[1], group_id=r[2], source=_path_out(r[3]), dest=_path_out(r[4]),
+                      size=r[5], sha256=r[6], score=r[7], label=r[8], reason=r[9], model_version=r[10],
+                      time=r[11], status=r[12], detail=r[13], undoes=r[14]) for r in rows]

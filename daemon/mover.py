@@ -1,0 +1,463 @@
+"""The one mover: files a photo group without ever overwriting or losing a file.
+
+Why it is built this way:
+- A new name is made with os.link (or an O_EXCL create), never os.rename/shutil.move, because
+  those silently replace a file that appeared at the destination meanwhile.
+- The new name is made durable (directory fsync) before the old name is removed, so after a crash
+  the file exists under at least one name, and the journal's "intent" row says which two.
+- Across file systems the bytes are copied to a temporary name in the destination folder, hashed
+  while copying and checked against the source's SHA-256 before the copy gets its real name.
+- A group (photo + sidecars) moves as a whole or not at all: a failure moves the members that
+  already moved back again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+import stat
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import structlog
+
+from nordlys.daemon.grouping import PhotoGroup, split_name
+from nordlys.daemon.journal import IntentItem, Journal
+from nordlys.daemon.placement import Verdict
+
+log = structlog.get_logger(__name__)
+
+CHUNK = 1 << 20  # bytes read per step when hashing or copying
+TEMP_PREFIX = ".nordlys-tmp-"  # + "<pid>-<random>": recovery removes leftovers of dead processes
+NAME_MAX = 255  # bytes in one file name on ext4, btrfs, xfs, APFS, NTFS (UTF-16 units there)
+MAX_PLAN_ATTEMPTS = 5  # re-plans after a name was taken between planning and moving
+
+# link() errors that mean "this file system cannot make hard links": copy with O_EXCL instead.
+_NO_HARDLINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
+_REASONS = {
+    errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
+    errno.EDQUOT: "disk quota exceeded", errno.ENAMETOOLONG: "file name too long",
+    errno.ENOENT: "no such file or folder", errno.EIO: "input/output error",
+    errno.ENOTDIR: "a part of the path is not a folder", errno.EISDIR: "is a folder",
+    errno.ELOOP: "is a symlink",
+}
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    """Where one file went, what it was, and which folders had to be made for it."""
+
+    source: Path
+    dest: Path
+    size: int
+    sha256: str
+    cross_device: bool
+    created_dirs: tuple[Path, ...] = ()  # new folders, outermost first (undo removes them when empty)
+
+
+class MoveError(Exception):
+    """A file could not be moved; it is still at its source."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def human_reason(exc: OSError) -> str:
+    """'read-only file system' rather than '[Errno 30] ...': the words people search for."""
+    return _REASONS.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """(hex digest, size) of a file's bytes, read in 1 MiB chunks."""
+    digest, size = hashlib.sha256(), 0
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            digest.update(view[:n])
+            size += n
+    return digest.hexdigest(), size
+
+
+# --- naming ---------------------------------------------------------------------------------
+
+def _fit_names(splits: Sequence[tuple[str, str]], tag: str) -> list[str]:
+    """stem + tag + tail for every member, cutting the same number of characters off each stem
+    when a name would pass NAME_MAX bytes (cutting characters keeps the UTF-8 valid)."""
+    longest = max(len(stem) for stem, _ in splits)
+    for cut in range(longest + 1):
+        names = [stem[:len(stem) - cut] + tag + tail for stem, tail in splits]
+        if all(len(os.fsencode(n)) <= NAME_MAX for n in names):
+            return names
+    raise ValueError(f"names {[s + t for s, t in splits]} cannot be made to fit {NAME_MAX} bytes")
+
+
+def plan_destinations(members: Sequence[Path], dest_dir: Path, *,
+                      reserved: set[Path] | frozenset[Path] = frozenset()) -> dict[Path, Path]:
+    """Free names in dest_dir for a group: the original names when all are free, else one shared
+    numbered suffix for the whole group (IMG_1.jpg + IMG_1.jpg.json -> IMG_1_1.jpg + IMG_1_1.jpg.json)
+    so sidecars still match their photo. `reserved` names count as taken (dry runs use it)."""
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        raise ValueError(f"group members must have distinct names; got {names}")
+    splits = [split_name(n) for n in names]
+    for number in range(0, 1_000_000):
+        tag = f"_{number}" if number else ""
+        planned = [dest_dir / n for n in _fit_names(splits, tag)]
+        if not any(p in reserved or os.path.lexists(p) for p in planned):
+            return dict(zip(members, planned, strict=True))
+    raise ValueError(f"no free numbered name for {names[0]} in {dest_dir}")
+
+
+# --- moving one file ------------------------------------------------------------------------
+
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What must not change between hashing a file and moving it."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _lstat_regular(src: Path) -> os.stat_result:
+    try:
+        st = os.lstat(src)
+    except OSError as exc:
+        raise MoveError(src, f"{human_reason(exc)}: cannot read it") from exc
+    if stat.S_ISLNK(st.st_mode):
+        raise MoveError(src, "is a symlink; symlinks are never followed or moved")
+    if not stat.S_ISREG(st.st_mode):
+        raise MoveError(src, "is not a regular file")
+    return st
+
+
+def _hash_checked(src: Path, expected: str | None) -> tuple[str, int]:
+    try:
+        digest, size = sha256_file(src)
+    except OSError as exc:
+        raise MoveError(src, f"{human_reason(exc)}: cannot read it") from exc
+    if expected is not None and digest != expected:
+        raise MoveError(src, f"changed since it was hashed (sha256 now {digest[:12]}, "
+                             f"expected {expected[:12]}); not moved")
+    return digest, size
+
+
+def _device_of(folder: Path) -> int:
+    """st_dev of a folder, or of its nearest existing parent when it is still to be made."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return os.stat(candidate).st_dev
+        except OSError:
+            continue
+    return -1
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a new or removed name durable. Some file systems (vfat, FUSE, SMB) cannot; that is
+    not an error, it only means their own guarantees apply."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _make_parents(src: Path, folder: Path) -> tuple[Path, ...]:
+    """Create `folder` and missing parents; returns the ones this call made, outermost first."""
+    missing: list[Path] = []
+    probe = folder
+    while not os.path.isdir(probe):
+        if os.path.lexists(probe):
+            raise MoveError(src, f"cannot create folder {folder}: {probe} exists and is not a folder")
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    made: list[Path] = []
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+            made.append(d)
+            _fsync_dir(d.parent)
+        except FileExistsError:
+            if not os.path.isdir(d):
+                raise MoveError(src, f"cannot create folder {d}: a file of that name exists") from None
+        except OSError as exc:
+            _remove_empty_dirs(made)
+            raise MoveError(src, f"{human_reason(exc)}: cannot create folder {d}") from exc
+    return tuple(made)
+
+
+def _remove_empty_dirs(dirs: Sequence[Path]) -> None:
+    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty, or gone: either way not ours to remove
+            os.rmdir(d)
+
+
+def _link_into_place(src: Path, dest: Path, before: os.stat_result) -> str | None:
+    """Same file system: a second name, then drop the first. Returns None when done, or
+    "copy" / "exclusive" when the file has to be copied instead."""
+    try:
+        os.link(src, dest, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return "copy"
+        if exc.errno in _NO_HARDLINKS:
+            return "exclusive"
+        raise MoveError(src, f"{human_reason(exc)}: cannot create {dest}") from exc
+    try:
+        if _signature(os.lstat(dest)) != _signature(before):
+            raise MoveError(src, "changed while being moved; not moved")
+        _fsync_dir(dest.parent)
+        _unlink_source(src)
+    except BaseException as exc:
+        _drop_second_name(src, dest, same_inode=True)
+        if isinstance(exc, OSError):
+            raise MoveError(src, f"{human_reason(exc)}: cannot finish moving it to {dest}") from exc
+        raise
+    return None
+
+
+def _copy_hashing(fd_in: int, fd_out: int) -> str:
+    digest = hashlib.sha256()
+    while chunk := os.read(fd_in, CHUNK):
+        digest.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd_out, view):]
+    return digest.hexdigest()
+
+
+def _copy_metadata(src: Path, dest: Path, st: os.stat_result) -> None:
+    """Times (photo tools sort by them), mode, xattrs, and owner when allowed. Not fatal."""
+    try:
+        shutil.copystat(src, dest, follow_symlinks=False)
+        os.chown(dest, st.st_uid, st.st_gid, follow_symlinks=False)
+    except OSError as exc:
+        log.debug("metadata not copied", path=str(dest), reason=human_reason(exc))
+
+
+def _copy_into_place(src: Path, dest: Path, before: os.stat_result, reference: str, *,
+                     exclusive: bool) -> None:
+    """Copy, verify, name, then drop the source. exclusive: the file system has no hard links,
+    so the final name itself is created with O_EXCL (no temporary name)."""
+    target = dest if exclusive else dest.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd_out = os.open(target, flags, 0o600)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise MoveError(src, f"{human_reason(exc)}: cannot create {target}") from exc
+    made_dest = exclusive
+    try:
+        try:
+            fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                digest = _copy_hashing(fd_in, fd_out)
+                after = os.fstat(fd_in)
+            finally:
+                os.close(fd_in)
+            os.fsync(fd_out)
+        finally:
+            os.close(fd_out)
+        if digest != reference:
+            raise MoveError(src, f"changed since it was hashed (sha256 of the copy {digest[:12]}, "
+                                 f"expected {reference[:12]}); not moved")
+        if _signature(after)[1:] != _signature(before)[1:]:
+            raise MoveError(src, "changed while being copied; not moved")
+        _copy_metadata(src, target, before)
+        if not exclusive:
+            os.link(target, dest, follow_symlinks=False)  # FileExistsError: someone else's file
+            made_dest = True
+        _fsync_dir(dest.parent)
+        if not exclusive:
+            os.unlink(target)
+        _unlink_source(src)
+    except BaseException as exc:
+        if not exclusive:
+            _remove_quietly(target)
+        if made_dest:
+            _drop_second_name(src, dest, same_inode=False)
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+            raise MoveError(src, f"{human_reason(exc)}: cannot copy it to {dest}") from exc
+        raise
+
+
+def _unlink_source(src: Path) -> None:
+    """The last step of every move; when it fails the new name is dropped again."""
+    try:
+        os.unlink(src)
+    except OSError as exc:
+        raise MoveError(src, f"{human_reason(exc)}: cannot remove it from {src.parent}; "
+                             "it stays there and was not moved") from exc
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.error("could not remove temporary file", path=str(path), reason=human_reason(exc))
+
+
+def _drop_second_name(src: Path, dest: Path, *, same_inode: bool) -> None:
+    """Undo a half-finished move by removing the new name, but only while the source still holds
+    the bytes (checked again here, whatever the caller believes), so this can never lose a file."""
+    try:
+        s, d = os.lstat(src), os.lstat(dest)
+    except OSError:
+        log.error("kept destination: source is gone", src=str(src), dest=str(dest))
+        return
+    if same_inode and (s.st_dev, s.st_ino) != (d.st_dev, d.st_ino):
+        log.error("kept destination: source is a different file now", src=str(src), dest=str(dest))
+        return
+    _remove_quietly(dest)
+
+
+def move_file(src: Path, dest: Path, *, expected_sha256: str | None = None,
+              dry_run: bool = False) -> MoveResult:
+    """Move one file to `dest`, which must not exist (FileExistsError otherwise: re-plan).
+
+    Raises MoveError, with the source untouched, for anything else that goes wrong.
+    dry_run: checks and hashes the source, touches nothing.
+    """
+    src, dest = Path(src), Path(dest)
+    before = _lstat_regular(src)
+    cross = _device_of(dest.parent) != before.st_dev
+    if cross and expected_sha256 is not None and not dry_run:
+        digest, size = expected_sha256, before.st_size  # verified while copying
+    else:
+        digest, size = _hash_checked(src, expected_sha256)
+    if os.path.lexists(dest):
+        raise FileExistsError(errno.EEXIST, "destination exists; nothing was moved", os.fspath(dest))
+    if dry_run:
+        return MoveResult(src, dest, size, digest, cross)
+    created = _make_parents(src, dest.parent)
+    try:
+        mode = "copy" if cross else _link_into_place(src, dest, before)
+        if mode is not None:
+            _copy_into_place(src, dest, before, digest, exclusive=(mode == "exclusive"))
+    except BaseException:
+        _remove_empty_dirs(created)
+        raise
+    return MoveResult(src, dest, size, digest, mode == "copy", created)
+
+
+# --- moving a group -------------------------------------------------------------------------
+
+def _roll_back(moved: Sequence[tuple[MoveResult, int | None]], journal: Journal | None, why: str) -> None:
+    """Put already-moved members back, newest first, so a group is never split."""
+    for result, entry_id in reversed(moved):
+        try:
+            move_file(result.dest, result.source, expected_sha256=result.sha256)
+        except (MoveError, FileExistsError) as exc:  # stays at dest; the journal still says "done"
+            log.error("rollback failed", src=str(result.dest), dest=str(result.source), reason=str(exc))
+            continue
+        _remove_empty_dirs(result.created_dirs)
+        log.warning("moved back", src=str(result.dest), dest=str(result.source), reason=why)
+        if journal is not None and entry_id is not None:
+            journal.rolled_back(entry_id, why)
+
+
+def _move_planned(group: PhotoGroup, plan: dict[Path, Path], digests: Sequence[str],
+                  entry_ids: Sequence[int | None], verdict: Verdict, journal: Journal | None) -> list[MoveResult]:
+    moved: list[tuple[MoveResult, int | None]] = []
+    for i, member in enumerate(group.members):
+        try:
+            result = move_file(member, plan[member], expected_sha256=digests[i])
+        except (MoveError, OSError) as exc:
+            _abandon(exc, member, plan[member], moved, entry_ids[i:], journal)
+            raise
+        if journal is not None and entry_ids[i] is not None:
+            journal.done(entry_ids[i], result.dest, created_dirs=result.created_dirs)
+        log.info("moved", src=str(member), dest=str(result.dest), folder=verdict.folder, score=verdict.score)
+        moved.append((result, entry_ids[i]))
+    return [r for r, _ in moved]
+
+
+def _abandon(exc: Exception, member: Path, dest: Path, moved: Sequence[tuple[MoveResult, int | None]],
+             pending: Sequence[int | None], journal: Journal | None) -> None:
+    """A member did not move: put the moved ones back and close the journal rows of the rest.
+    A taken name is "rolled_back" (the group is re-planned under new rows); anything else "failed"."""
+    if isinstance(exc, FileExistsError):
+        why = f"{dest.name} was taken meanwhile; re-planned"
+    else:
+        why = f"group member {member.name} could not be moved: {getattr(exc, 'reason', exc)}"
+    _roll_back(moved, journal, why)
+    if journal is None:
+        return
+    for k, entry_id in enumerate(pending):
+        if entry_id is None:
+            continue
+        if isinstance(exc, FileExistsError):
+            journal.rolled_back(entry_id, why)
+        else:
+            journal.failed(entry_id, getattr(exc, "reason", str(exc)) if k == 0 else why)
+
+
+def _hash_members(group: PhotoGroup) -> list[tuple[str, int]]:
+    hashed = []
+    for member in group.members:
+        _lstat_regular(member)
+        hashed.append(_hash_checked(member, None))
+    return hashed
+
+
+def move_group(group: PhotoGroup, dest_dir: Path, verdict: Verdict, *, journal: Journal | None,
+               run_id: int | None, dry_run: bool = False, reserved: set[Path] | None = None) -> list[MoveResult]:
+    """File a photo group into dest_dir: all members, with one shared name suffix, or none.
+
+    Journal intents for every member are written (one transaction) before anything moves.
+    reserved: names to treat as taken; a dry run adds its planned names to it so that a
+    dry run over many groups reports the names a real run would pick.
+    """
+    dest_dir = Path(dest_dir)
+    for member in group.members:
+        if member.parent == dest_dir:
+            raise MoveError(member, f"is already in the destination folder {dest_dir}")
+    hashed = _hash_members(group)
+    digests = [digest for digest, _ in hashed]
+    taken = reserved if reserved is not None else set()
+    for _attempt in range(MAX_PLAN_ATTEMPTS):
+        plan = plan_destinations(group.members, dest_dir, reserved=taken)
+        if dry_run:
+            return _dry_run(group, plan, digests, verdict, taken)
+        entry_ids: list[int | None] = [None] * len(group.members)
+        if journal is not None:
+            group_id = uuid.uuid4().hex
+            entry_ids = list(journal.intents(run_id, [
+                IntentItem(m, plan[m], size, digest, verdict, group_id)
+                for m, (digest, size) in zip(group.members, hashed, strict=True)]))
+        try:
+            return _move_planned(group, plan, digests, entry_ids, verdict, journal)
+        except FileExistsError as exc:
+            log.info("destination taken, re-planning", path=str(group.primary), dest=str(exc.filename))
+    raise MoveError(group.primary, f"free names in {dest_dir} kept being taken "
+                                   f"({MAX_PLAN_ATTEMPTS} attempts); not moved")
+
+
+def _dry_run(group: PhotoGroup, plan: dict[Path, Path], digests: Sequence[str], verdict: Verdict,
+             reserved: set[Path]) -> list[MoveResult]:
+    results = []
+    for member, digest in zip(group.members, digests, strict=True):
+        result = move_file(member, plan[member], expected_sha256=digest, dry_run=True)
+        log.info("would move", src=str(member), dest=str(result.dest), folder=verdict.folder, score=verdict.score)
+        results.append(result)
+    reserved.update(plan.values())
+    return results

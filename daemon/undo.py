@@ -1,0 +1,275 @@
+"""Putting files back: finishing moves a crash interrupted, and `nordlys undo`.
+
+Both decide from what is on disk, never from what the journal hopes: a file is only removed
+when an identical copy (same inode, or same SHA-256 as journaled) exists at the other name, and
+a file whose bytes changed since sorting is reported and left where it is.
+
+Undo's own moves are journal entries of an "undo" run (status "restored", `undoes` = the entry
+reversed), so a crash during an undo is recovered by `recover_interrupted` like any other move.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+import structlog
+
+from nordlys.daemon.journal import DONE, Entry, Journal
+from nordlys.daemon.mover import (
+    MAX_PLAN_ATTEMPTS, TEMP_PREFIX, MoveError, human_reason, move_file, plan_destinations, sha256_file,
+)
+from nordlys.daemon.placement import Verdict
+
+log = structlog.get_logger(__name__)
+
+# Actions reported by recover_interrupted.
+RECOVERED_ROLLED_BACK = "rolled back: never moved"
+RECOVERED_DONE = "done"
+RECOVERED_SOURCE_REMOVED = "done: source removed"
+RECOVERED_CONTENT_DIFFERS = "done: content differs from the journal"
+RECOVERED_LEFT_BOTH = "left both: they differ from the journaled content"
+RECOVERED_MISSING = "failed: missing after crash"
+
+
+@dataclass
+class UndoReport:
+    """What undo did (or, in a dry run, would do)."""
+
+    restored: list[tuple[Path, Path]] = field(default_factory=list)  # (where it was, where it is now)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why it was left in place)
+    renamed: list[tuple[Path, str]] = field(default_factory=list)  # (restored file, why not its old name)
+
+
+# --- crash recovery -------------------------------------------------------------------------
+
+def _regular_sha256(path: Path) -> str | None:
+    """SHA-256 of a regular file; None for symlinks, folders and unreadable files."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        return sha256_file(path)[0]
+    except OSError:
+        return None
+
+
+def _same_inode(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+    except OSError:
+        return False
+    return stat.S_ISREG(sa.st_mode) and (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _recover_both(journal: Journal, entry: Entry) -> str:
+    """Source and destination both exist: the link or the copy was made, the unlink was not."""
+    identical = _same_inode(entry.source, entry.dest) or (
+        _regular_sha256(entry.dest) == entry.sha256 and _regular_sha256(entry.source) == entry.sha256)
+    if not identical:
+        log.warning("left both after crash", src=str(entry.source), dest=str(entry.dest),
+                    reason="they differ from the journaled content")
+        journal.rolled_back(entry.id, f"interrupted; {entry.dest} holds other content, left in place")
+        return RECOVERED_LEFT_BOTH
+    try:
+        os.unlink(entry.source)
+    except OSError as exc:  # entry stays "intent": the next start-up tries again
+        log.error("cannot finish interrupted move", src=str(entry.source), reason=human_reason(exc))
+        return f"left both: cannot remove the source: {human_reason(exc)}"
+    journal.done(entry.id, entry.dest)
+    return RECOVERED_SOURCE_REMOVED
+
+
+def _recover_one(journal: Journal, entry: Entry) -> str:
+    at_source, at_dest = os.path.lexists(entry.source), os.path.lexists(entry.dest)
+    if at_source and at_dest:
+        return _recover_both(journal, entry)
+    if at_source:
+        journal.rolled_back(entry.id, "interrupted before the move; the file stayed at its source")
+        return RECOVERED_ROLLED_BACK
+    if at_dest:
+        if _regular_sha256(entry.dest) == entry.sha256:
+            journal.done(entry.id, entry.dest)
+            return RECOVERED_DONE
+        log.error("content differs after crash", dest=str(entry.dest), expected_sha256=entry.sha256)
+        journal.done(entry.id, entry.dest, detail="content differs from the journaled sha256")
+        return RECOVERED_CONTENT_DIFFERS
+    log.error("missing after crash", src=str(entry.source), dest=str(entry.dest), sha256=entry.sha256)
+    journal.failed(entry.id, "missing after crash: found at neither the source nor the destination")
+    return RECOVERED_MISSING
+
+
+def _temp_owner_alive(name: str) -> bool:
+    """Temp names are TEMP_PREFIX + "<pid>-<random>"; a live other process may still be copying."""
+    pid_text = name[len(TEMP_PREFIX):].split("-", 1)[0]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """A temp copy is never the only copy (the source is removed last), so leftovers can go."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in sorted(names):
+        path = folder / name
+        if not name.startswith(TEMP_PREFIX) or _temp_owner_alive(name):
+            continue
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)
+                log.warning("removed leftover temporary copy", path=str(path))
+        except OSError as exc:
+            log.error("cannot remove leftover temporary copy", path=str(path), reason=human_reason(exc))
+
+
+def recover_interrupted(journal: Journal) -> list[tuple[Entry, str]]:
+    """Finish or roll back every move a crash interrupted; call at start-up of sort and watch.
+
+    Moves of another nordlys process still running on this host are left alone.
+    Returns (entry, action) pairs; actions are the RECOVERED_* texts (or "left both: ...").
+    """
+    results = []
+    for entry in journal.interrupted():
+        action = _recover_one(journal, entry)
+        log.info("recovered", src=str(entry.source), dest=str(entry.dest), action=action)
+        results.append((entry, action))
+    for folder in sorted({entry.dest.parent for entry, _ in results}):
+        _remove_stale_temps(folder)
+    return results
+
+
+# --- undo -----------------------------------------------------------------------------------
+
+def _select(journal: Journal, run_id: int | None, since: datetime | None, paths: Sequence[Path]) -> list[Entry]:
+    if run_id is None and since is None and not paths:
+        run_id = journal.last_run_id(with_status=DONE)
+        if run_id is None:
+            return []
+    return journal.entries(run_id=run_id, since=since, paths=paths, status=DONE)
+
+
+def _restorable(entry: Entry, report: UndoReport) -> bool:
+    """Is the sorted file still there with the bytes it had when it was sorted?"""
+    try:
+        st = os.lstat(entry.dest)
+    except FileNotFoundError:
+        report.skipped.append((entry.dest, "missing: no longer at its sorted place"))
+        return False
+    except OSError as exc:
+        report.skipped.append((entry.dest, human_reason(exc)))
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        report.skipped.append((entry.dest, "is no longer a regular file; left in place"))
+        return False
+    try:
+        digest = sha256_file(entry.dest)[0]
+    except OSError as exc:
+        report.skipped.append((entry.dest, f"{human_reason(exc)}: cannot read it"))
+        return False
+    if digest != entry.sha256:
+        report.skipped.append((entry.dest, "changed since it was sorted (sha256 differs); left in place"))
+        return False
+    return True
+
+
+def _restore_one(journal: Journal, undo_run: int, entry: Entry, target: Path, report: UndoReport) -> None:
+    verdict = Verdict(entry.label, entry.score, entry.reason, entry.model_version)
+    for _attempt in range(MAX_PLAN_ATTEMPTS):
+        entry_id = journal.intent(undo_run, source=entry.dest, dest=target, size=entry.size,
+                                  sha256=entry.sha256, verdict=verdict, group_id=entry.group_id,
+                                  undoes=entry.id)
+        try:
+            result = move_file(entry.dest, target, expected_sha256=entry.sha256)
+        except FileExistsError:
+            journal.rolled_back(entry_id, f"{target.name} was taken meanwhile; re-planned")
+            target = plan_destinations([entry.source], entry.source.parent)[entry.source]
+            continue
+        except MoveError as exc:
+            journal.failed(entry_id, exc.reason)
+            report.skipped.append((entry.dest, exc.reason))
+            log.warning("not restored", path=str(entry.dest), reason=exc.reason)
+            return
+        journal.done(entry_id, target, created_dirs=result.created_dirs)
+        _report_restored(entry, target, report, verb="restored")
+        return
+    report.skipped.append((entry.dest, f"free names next to {entry.source} kept being taken"))
+
+
+def _report_restored(entry: Entry, target: Path, report: UndoReport, *, verb: str) -> None:
+    report.restored.append((entry.dest, target))
+    log.info(verb, src=str(entry.dest), dest=str(target))
+    if target != entry.source:
+        why = f"{entry.source} is taken; restored next to it as {target.name}"
+        report.renamed.append((target, why))
+        log.warning("restored under another name", path=str(target), reason=why)
+
+
+def _undo_group(journal: Journal, undo_run: int | None, entries: list[Entry], report: UndoReport,
+                reserved: set[Path]) -> None:
+    """Restore one photo group; when an old name is taken the whole group gets one new suffix."""
+    by_folder: dict[Path, list[Entry]] = {}
+    for entry in entries:
+        if _restorable(entry, report):
+            by_folder.setdefault(entry.source.parent, []).append(entry)
+    for folder, items in by_folder.items():
+        plan = plan_destinations([e.source for e in items], folder, reserved=reserved)
+        reserved.update(plan.values())
+        for entry in items:
+            if undo_run is None:  # dry run
+                _report_restored(entry, plan[entry.source], report, verb="would restore")
+            else:
+                _restore_one(journal, undo_run, entry, plan[entry.source], report)
+
+
+def _remove_created_folders(journal: Journal, chosen: list[Entry]) -> None:
+    """Remove folders the undone runs created that are empty now; never a folder that holds, or
+    lies above, a restored file's home."""
+    keep = {parent for entry in chosen for parent in entry.source.parents}
+    created = set(journal.created_dirs([e.run_id for e in chosen]))
+    for folder in sorted(created - keep, key=lambda p: len(p.parts), reverse=True):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            continue  # not empty (other files live there) or already gone
+        log.info("removed empty folder", path=str(folder))
+
+
+def undo(journal: Journal, *, run_id: int | None = None, since: datetime | None = None,
+         paths: Sequence[Path] = (), dry_run: bool = False) -> UndoReport:
+    """Move sorted files back to where they came from, byte-identical.
+
+    With no run_id/since/paths: the most recent run whose moves are still in place. Filters
+    combine (AND); paths: entries whose sorted place or original place is one of these paths or
+    under them. A taken original name gets the numbered suffix (see report.renamed).
+    """
+    chosen = _select(journal, run_id, since, paths)
+    report = UndoReport()
+    if not chosen:
+        log.info("nothing to undo", run_id=run_id, since=since and since.isoformat(),
+                 paths=[str(p) for p in paths])
+        return report
+    undo_run = None if dry_run else journal.start_run(
+        f"undo run={run_id} since={since and since.isoformat()} paths={[str(p) for p in paths]}")
+    groups: dict[str, list[Entry]] = {}
+    for entry in chosen:
+        groups.setdefault(entry.group_id, []).append(entry)
+    reserved: set[Path] = set()
+    for entries in groups.values():
+        _undo_group(journal, undo_run, entries, report, reserved)
+    if undo_run is not None:
+        _remove_created_folders(journal, chosen)
+        journal.finish_run(undo_run, {"restored": len(report.restored), "skipped": len(report.skipped),
+                                      "renamed": len(report.renamed)})
+    return report
