@@ -386,7 +386,7 @@ def _move_planned(group: PhotoGroup, plan: dict[Path, Path], digests: Sequence[s
             raise
         if journal is not None and entry_ids[i] is not None:
             journal.done(entry_ids[i], result.dest, created_dirs=result.created_dirs)
-        log.info("moved", src=str(member), dest=str(result.dest), folder=verdict.folder, score=verdict.score)
+        log.debug("moved", src=str(member), dest=str(result.dest), folder=verdict.folder, score=verdict.score)
         moved.append((result, entry_ids[i]))
     return [r for r, _ in moved]
 
@@ -457,7 +457,7 @@ def _dry_run(group: PhotoGroup, plan: dict[Path, Path], digests: Sequence[str], 
     results = []
     for member, digest in zip(group.members, digests, strict=True):
         result = move_file(member, plan[member], expected_sha256=digest, dry_run=True)
-        log.info("would move", src=str(member), dest=str(result.dest), folder=verdict.folder, score=verdict.score)
+        log.debug("would move", src=str(member), dest=str(result.dest), folder=verdict.folder, score=verdict.score)
         results.append(result)
     reserved.update(plan.values())
     return results

@@ -122,6 +122,6 @@ class Pipeline:
         if verdict.folder == REJECTED:
             log.warning("rejected", path=str(group.primary), reason=verdict.reason, ms=round(ms, 1))
         else:
-            log.info("sorted", path=str(group.primary), label=verdict.folder,
+            log.info("would sort" if self.dry_run else "sorted", path=str(group.primary), label=verdict.folder,
                      score=round(verdict.score or 0.0, 4), ms=round(ms, 1))
         return Outcome(group, verdict, moved, millis=ms)

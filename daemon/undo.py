@@ -154,7 +154,9 @@ def recover_interrupted(journal: Journal) -> list[tuple[Entry, str]]:
 
 def _select(journal: Journal, run_id: int | None, since: datetime | None, paths: Sequence[Path]) -> list[Entry]:
     if run_id is None and since is None and not paths:
-        run_id = journal.last_run_id(with_status=DONE)
+        # "the most recent run" means the last `nordlys sort`: a daemon's run is its whole lifetime,
+        # weeks of photos, which a bare `undo` must not sweep back (use --since or PATH for those)
+        run_id = journal.last_run_id("sort", with_status=DONE)
         if run_id is None:
             return []
     return journal.entries(run_id=run_id, since=since, paths=paths, status=DONE)

@@ -198,6 +198,16 @@ def test_undo_without_arguments_takes_the_latest_run_that_moved_something(tmp_pa
     assert (first / "one.jpg").read_bytes() == b"1" and (second / "two.jpg").read_bytes() == b"2"
 
 
+def test_bare_undo_never_sweeps_back_a_daemon_run(tmp_path, journal, make_tree):
+    sorted_once = make_tree({"one.jpg": b"1"}, tmp_path / "in1")
+    watched = make_tree({"two.jpg": b"2"}, tmp_path / "in2")
+    sort_into(sorted_once, tmp_path / "out", journal)
+    sort_into(watched, tmp_path / "out", journal, command=f"watch {watched}")
+    assert [src for _, src in undo(journal).restored] == [sorted_once / "one.jpg"]
+    assert undo(journal).restored == []  # the daemon's moves need --since or a path
+    assert [src for _, src in undo(journal, paths=[watched]).restored] == [watched / "two.jpg"]
+
+
 def test_undo_since_a_moment(tmp_path, journal, make_tree):
     early = make_tree({"early.jpg": b"e"}, tmp_path / "in")
     sort_into(early, tmp_path / "out", journal)

@@ -1,0 +1,620 @@
+"""`nordlys watch`: the daemon that files each new photo within a second of it being complete.
+
+Threads, each with one job:
+- watchdog observers (inotify, or polling for network mounts) only filter and queue paths into
+  the Settler (watcher.py);
+- the dispatcher decides when files are complete (settle.py), scans the inboxes at start-up and
+  every reconcile_interval (files that arrived while it was down, events the kernel dropped),
+  gathers complete photo groups into batches of up to model.batch_size (waiting at most
+  watch.batch_wait for a batch to fill) and pings the systemd watchdog;
+- two lanes run Pipeline.process on batches, so one batch decodes while the other is scored;
+  the hand-over queue holds one batch, so a 1,000-photo dump never holds more than a few
+  batches of pixels in memory;
+- the main thread handles signals: SIGTERM/SIGINT stop, SIGHUP reloads config and model.
+
+Exactly once: a path is in the Settler (waiting) or in flight, never both, and never twice; a
+path is filed only if it still exists when its batch starts; the mover journals every move, so a
+crash is finished or rolled back by recover_interrupted at the next start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import signal
+import threading
+import time
+from collections import Counter, OrderedDict
+from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import structlog
+
+from nordlys.daemon import runtime
+from nordlys.daemon.classifier import Classifier, ModelError
+from nordlys.daemon.config import Config, ConfigError, load_config
+from nordlys.daemon.grouping import (
+    RASTER_SUFFIXES, RAW_SUFFIXES, SIDECAR_SUFFIXES, PhotoGroup, group_files, split_name,
+)
+from nordlys.daemon.hooks import HookRunner
+from nordlys.daemon.journal import DONE, Journal
+from nordlys.daemon.pipeline import Outcome, Pipeline, Target
+from nordlys.daemon.placement import AURORA, FOLDER_KEYS, Verdict
+from nordlys.daemon.scan import scan_inbox
+from nordlys.daemon.sdnotify import Notifier
+from nordlys.daemon.settle import SCAN, FileState, Settler, Waiting, file_state
+from nordlys.daemon.sorter import output_dirs
+from nordlys.daemon.undo import recover_interrupted
+from nordlys.daemon.watcher import start_observers, stop_observers
+
+log = structlog.get_logger(__name__)
+
+LANES = 2  # batches processed at once: one decodes while the other is scored
+STOP_SECONDS = 8.0  # SIGTERM to exit, well inside systemd's and the issue's 10 s
+LONE_SIDECAR_WAIT = 10.0  # seconds a sidecar without its photo waits for the photo to arrive
+FOLLOW_WINDOW = 86_400.0  # seconds: a RAW or sidecar follows a photo of its stem filed this recently
+FAILED_MEMORY = 10_000  # files left in place that rescans skip until they change
+MIN_TICK = 0.01  # seconds; the dispatcher never spins faster than this
+
+
+@dataclass
+class ConfigSource:
+    """Where the config comes from, so SIGHUP reads it again with the same flags on top."""
+
+    file: Path | None  # YAML file, or None for defaults
+    inboxes: list[Path] | None = None  # --inbox flags
+    dest: Path | None = None  # --dest
+    model: Path | None = None  # --model
+
+    def load(self) -> Config:
+        config = load_config(self.file) if self.file is not None else Config()
+        config = runtime.apply_overrides(config, inboxes=self.inboxes, dest=self.dest, model=self.model,
+                                         source=str(self.file or "command line"))
+        if not config.inboxes:
+            raise ConfigError(f"{self.file or 'command line'}: nothing to watch: expected `inboxes` in the "
+                              f"config file or at least one --inbox DIR")
+        inboxes = [dataclasses.replace(i, path=i.path.absolute()) for i in config.inboxes]
+        root = config.output_root.absolute() if config.output_root is not None else None
+        return dataclasses.replace(config, inboxes=inboxes, output_root=root)
+
+
+@dataclass
+class Parts:
+    """What one config + model make: swapped as a whole on SIGHUP."""
+
+    config: Config
+    classifier: Classifier
+    target: Target
+    pipeline: Pipeline
+    hooks: HookRunner
+    exclude: list[Path]  # output folders, never watched or scanned
+    active: int = 0  # batches using these parts right now (guarded by the service lock)
+
+    def close(self) -> None:
+        self.hooks.close()
+        self.pipeline.close()
+
+
+def check_model(classifier: Classifier) -> None:
+    """A new model must score a probe image to a probability before it replaces the old one."""
+    size = classifier.meta.input_size
+    probe = [np.zeros((size, size, 3), dtype=np.uint8), np.full((size, size, 3), 128, dtype=np.uint8)]
+    try:
+        scores = classifier.score(probe)
+    except Exception as exc:  # onnxruntime raises its own types for a graph that cannot run
+        raise ModelError(f"{classifier.path}: cannot score a test image: {exc}") from None
+    if scores.shape != (2,) or not np.all(np.isfinite(scores)) or not np.all((scores >= 0) & (scores <= 1)):
+        raise ModelError(f"{classifier.path}: test scores {scores.tolist()}: expected two probabilities in [0, 1]")
+
+
+def build_parts(config: Config, journal: Journal) -> Parts:
+    classifier = runtime.load_classifier(config)
+    check_model(classifier)
+    target = runtime.build_target(config, classifier)
+    pipeline = Pipeline(classifier, journal, target, max_pixels=config.model.max_pixels)
+    hooks = HookRunner(config.watch.on_aurora, timeout=config.watch.hook_timeout)
+    return Parts(config, classifier, target, pipeline, hooks, output_dirs(target))
+
+
+@dataclass
+class Batch:
+    parts: Parts
+    inbox: Path
+    groups: list[PhotoGroup]
+    follows: dict[Path, Verdict] = field(default_factory=dict)  # primary -> its filed photo's verdict
+
+    @property
+    def paths(self) -> list[Path]:
+        return [m for g in self.groups for m in g.members]
+
+
+@dataclass
+class Candidate:
+    at: float  # when its last member was found complete
+    inbox: Path
+    group: PhotoGroup
+    follows: Verdict | None  # a late RAW or sidecar goes where its photo went, unclassified
+
+
+@dataclass
+class Tally:
+    """What this daemon did since it started: the STATUS= line and the run summary."""
+
+    photos: Counter = field(default_factory=Counter)  # photo groups per folder key
+    failed: int = 0  # groups left in place
+
+    def add(self, outcomes: Sequence[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.verdict is None:
+                self.failed += 1
+            else:
+                self.photos[outcome.verdict.folder] += 1
+
+    def status_line(self, waiting: int) -> str:
+        parts = [f"{key} {self.photos[key]}" for key in FOLDER_KEYS
+                 if self.photos[key] or key in ("aurora", "other", "rejected")]
+        line = f"sorted {sum(self.photos.values())} ({', '.join(parts)}), waiting {waiting}"
+        return line + (f", left in place {self.failed}" if self.failed else "")
+
+
+def _stem_key(path: Path) -> tuple[Path, str]:
+    """Group members share folder and stem (grouping.split_name), case-insensitively."""
+    return path.parent, split_name(path.name)[0].casefold()
+
+
+def _is_lone_sidecar(group: PhotoGroup) -> bool:
+    return group.primary.suffix.lower() in SIDECAR_SUFFIXES
+
+
+def _is_companion(group: PhotoGroup) -> bool:
+    """A group without a raster photo: RAW files and/or sidecars, which grouping would have put
+    with a JPEG/HEIC of the same stem had they arrived together."""
+    return group.primary.suffix.lower() in RAW_SUFFIXES | SIDECAR_SUFFIXES
+
+
+class Service:
+    """The running daemon; `run_daemon` drives it from the main thread (signals live there)."""
+
+    def __init__(self, source: ConfigSource, config: Config, *, notifier: Notifier | None = None) -> None:
+        self.source, self.config = source, config
+        self.notifier = notifier or Notifier()
+        self.lock = threading.Lock()  # parts swap, active counts, tally, failure memory, folder list
+        self.stopping = threading.Event()
+        self.broken = threading.Event()  # the dispatcher died: run_daemon exits 1 (systemd restarts)
+        self.rescan = threading.Event()  # set: scan every inbox at the next turn (start-up, reload)
+        self.rescan.set()
+        self.settler = Settler(config.watch.settle_seconds, config.watch.queue_size)
+        self.batches: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
+        self.tally = Tally()
+        self.failed: OrderedDict[Path, FileState | None] = OrderedDict()
+        self.folders: list[tuple[Path, Path]] = []  # (folder, inbox): folders that appeared
+        self.skips_reported: set[Path] = set()
+        self.siblings: dict[Path, Verdict | None] = {}  # companion file -> its filed photo's verdict
+        self.busy_since: list[float | None] = [None] * LANES
+        self.journal: Journal | None = None
+        self.parts: Parts | None = None
+        self.next_parts: Parts | None = None
+        self.retired: list[Parts] = []
+        self.observers: list = []
+        self.threads: list[threading.Thread] = []
+        self.run_id: int | None = None
+        self.scan_at = 0.0
+        self.overflowed = False
+        self.next_ping = 0.0
+
+    # --- lifecycle (main thread) ----------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover interrupted moves, load and check the model, watch, then scan and serve."""
+        self.journal = runtime.open_journal(self.config)
+        try:
+            recover_interrupted(self.journal)  # logs one line per move it finishes or rolls back
+            self.parts = build_parts(self.config, self.journal)
+            self.observers = self._watch(self.parts)
+        except BaseException:
+            if self.parts is not None:
+                self.parts.close()
+            self.journal.close()
+            raise
+        self.run_id = self.journal.start_run("watch " + " ".join(str(i.path) for i in self.config.inboxes))
+        self.threads = [threading.Thread(target=self._dispatch, name="nordlys-dispatch", daemon=True)]
+        self.threads += [threading.Thread(target=self._lane, args=(i,), name=f"nordlys-lane-{i}", daemon=True)
+                         for i in range(LANES)]
+        for thread in self.threads:
+            thread.start()
+        c = self.parts.classifier
+        log.info("ready", model=str(c.path), version=c.version, provider=c.provider,
+                 inboxes=[str(i.path) for i in self.config.inboxes], output_root=str(self.parts.target.output_root),
+                 settle_seconds=self.config.watch.settle_seconds, batch_size=self.config.model.batch_size)
+        self.notifier.ready(self.status_line())
+
+    def _watch(self, parts: Parts) -> list:
+        return start_observers(parts.config.inboxes, ignore=parts.config.ignore, exclude=parts.exclude,
+                               sink=self.settler.offer, on_folder=self._folder_appeared)
+
+    def reload(self) -> bool:
+        """SIGHUP: read the config again, load and check the model, then swap; on any error keep
+        running with what we had."""
+        self.notifier.reloading()
+        try:
+            config = self.source.load()
+            assert self.journal is not None and self.parts is not None
+            parts = build_parts(config, self.journal)
+        except Exception as exc:  # whatever is wrong with the new config or model, the old one keeps working
+            log.error("reload failed", reason=str(exc), keeping=str(self.parts.classifier.path if self.parts else ""))
+            self.notifier.ready(self.status_line())
+            return False
+        if not self._rewatch(parts):
+            parts.close()
+            self.notifier.ready(self.status_line())
+            return False
+        if config.journal != self.config.journal:
+            log.warning("journal path changed", reason="the new journal is used after a restart")
+        self.settler.settle, self.settler.capacity = config.watch.settle_seconds, config.watch.queue_size
+        with self.lock:
+            self.config, self.next_parts = config, parts
+        self.rescan.set()
+        self.settler.wake()
+        log.info("reloaded", model=str(parts.classifier.path), version=parts.classifier.version,
+                 inboxes=[str(i.path) for i in config.inboxes])
+        self.notifier.ready(self.status_line())
+        return True
+
+    def _rewatch(self, parts: Parts) -> bool:
+        """New observers when the watched set changed; the old ones stay if the new ones fail."""
+        old = self.parts
+        assert old is not None
+        same = (old.config.inboxes, old.config.ignore, old.exclude) == (parts.config.inboxes, parts.config.ignore,
+                                                                      parts.exclude)
+        if same:
+            return True
+        stop_observers(self.observers)
+        try:
+            self.observers = self._watch(parts)
+        except ConfigError as exc:
+            log.error("reload failed", reason=str(exc), keeping="the previous folders")
+            self.observers = self._watch(old)
+            return False
+        return True
+
+    def stop(self) -> bool:
+        """Stop taking files, finish the batches in flight, close the journal. False when a batch
+        did not finish in time (its moves are finished or rolled back at the next start)."""
+        deadline = time.monotonic() + STOP_SECONDS
+        self.notifier.stopping()
+        log.info("stopping", waiting=sum(self.settler.counts()))
+        stop_observers(self.observers, timeout=1.0)
+        self.stopping.set()
+        self.settler.wake()
+        for thread in self.threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        stuck = [t.name for t in self.threads if t.is_alive()]
+        if stuck:
+            log.error("stop timed out", threads=stuck, reason="moves in flight are finished or rolled back at the next start")
+            return False
+        self._close()
+        return True
+
+    def _close(self) -> None:
+        for parts in [p for p in (self.parts, self.next_parts, *self.retired) if p is not None]:
+            parts.close()
+        if self.journal is not None:
+            if self.run_id is not None:
+                self.journal.finish_run(self.run_id, {"photos": dict(self.tally.photos), "failed": self.tally.failed})
+            self.journal.close()
+        log.info("stopped", **{"sorted": sum(self.tally.photos.values()), "left_in_place": self.tally.failed})
+
+    def status_line(self) -> str:
+        waiting, in_flight = self.settler.counts()
+        with self.lock:
+            return self.tally.status_line(waiting + in_flight)
+
+    def _folder_appeared(self, folder: Path, inbox: Path) -> None:
+        """Observer thread: a folder was made or moved in; the dispatcher scans it."""
+        with self.lock:
+            self.folders.append((folder, inbox))
+        self.settler.wake()
+
+    # --- the dispatcher thread -------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Scan, settle, batch, hand over, ping: until stopped."""
+        try:
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                self._ping(now)
+                self.notifier.status(self.status_line())  # sent only when it changed
+                self._swap_parts()
+                self._scan_if_due(now)
+                self.settler.check()
+                batch, retry_at = self._next_batch(now)
+                if batch is not None:
+                    self._hand_over(batch)
+                    continue
+                self._sleep(retry_at)
+        except Exception:
+            log.exception("dispatcher failed", reason="stopping with exit status 1")
+            self.notifier.send(STATUS="dispatcher failed; see the log")
+            self.broken.set()
+        finally:
+            self._drain()
+
+    def _sleep(self, retry_at: float | None) -> None:
+        """Wait for an event, or for the next thing that is due (at most a second)."""
+        now = time.monotonic()
+        wake = [now + 1.0, self.scan_at]
+        if retry_at is not None:
+            wake.append(retry_at)
+        if self.notifier.watchdog_seconds:
+            wake.append(self.next_ping)
+        with self.settler.lock:  # next_due and wait under one lock: an offer in between wakes us
+            due = self.settler.next_due()
+            if due is not None:
+                wake.append(due)
+            if not self.stopping.is_set():
+                self.settler.lock.wait(max(MIN_TICK, min(wake) - now))
+
+    def _ping(self, now: float) -> None:
+        """WATCHDOG=1, but only while no lane is stuck: a hung move must let systemd restart us."""
+        interval = self.notifier.watchdog_seconds
+        if not interval or now < self.next_ping:
+            return
+        if any(since is not None and now - since > 2 * interval for since in self.busy_since):
+            return
+        self.notifier.watchdog()
+        self.next_ping = now + interval
+
+    def _swap_parts(self) -> None:
+        """Take a reloaded config/model between batches; close old parts once no batch uses them."""
+        with self.lock:
+            if self.next_parts is not None:
+                assert self.parts is not None
+                self.retired.append(self.parts)
+                self.parts, self.next_parts = self.next_parts, None
+            idle = [p for p in self.retired if p.active == 0]
+            self.retired = [p for p in self.retired if p.active]
+        for parts in idle:
+            parts.close()
+
+    def _scan_if_due(self, now: float) -> None:
+        """New folders now; every inbox at start-up, on reload, every reconcile_interval, and
+        once the queue has room again after it overflowed."""
+        with self.lock:
+            folders, self.folders = self.folders, []
+        for folder, inbox in folders:
+            self._scan(folder, inbox, recursive=True)
+        dropped = self.settler.take_dropped()
+        if dropped:
+            log.warning("queue full", dropped=dropped, queue_size=self.settler.capacity,
+                        reason="left on disk; found by the next scan")
+            self.overflowed = True
+        waiting, in_flight = self.settler.counts()
+        room = waiting + in_flight < self.settler.capacity // 2
+        if not (self.rescan.is_set() or now >= self.scan_at or (self.overflowed and room)):
+            return
+        first = self.scan_at == 0.0
+        self.rescan.clear()
+        self.overflowed = False
+        assert self.parts is not None
+        for inbox in self.parts.config.inboxes:
+            self._scan(inbox.path, inbox.path, recursive=inbox.recursive, loud=first)
+        interval = self.parts.config.watch.reconcile_interval
+        self.scan_at = now + interval if interval > 0 else float("inf")
+
+    def _scan(self, root: Path, inbox: Path, *, recursive: bool, loud: bool = False) -> None:
+        assert self.parts is not None
+        started = time.perf_counter()
+        result = scan_inbox(root, recursive=recursive, ignore=self.parts.config.ignore, exclude=self.parts.exclude)
+        for path, reason in result.skipped:
+            if path not in self.skips_reported:
+                self.skips_reported.add(path)
+                log.warning("skipped", path=str(path), reason=reason)
+        for path in result.files:
+            if not self._failed_before(path):
+                self.settler.offer(path, inbox, SCAN)
+        (log.info if loud else log.debug)("scanned", folder=str(root), files=len(result.files),
+                                          ms=round((time.perf_counter() - started) * 1000, 1))
+
+    def _failed_before(self, path: Path) -> bool:
+        """Left in place before and unchanged since: a rescan does not try it again."""
+        with self.lock:
+            if path not in self.failed:
+                return False
+            if self.failed[path] == file_state(path):
+                return True
+            del self.failed[path]
+            return False
+
+    def _next_batch(self, now: float) -> tuple[Batch | None, float | None]:
+        """Up to batch_size complete groups from one inbox, or (None, when to look again)."""
+        parts = self.parts
+        assert parts is not None
+        ready = self.settler.ready()
+        if not ready:
+            return None, None
+        candidates, retry = self._plan(ready, now, parts)
+        if not candidates:
+            return None, retry
+        first = candidates[0]
+        size, wait = parts.config.model.batch_size, parts.config.watch.batch_wait
+        chosen = [c for c in candidates if c.inbox == first.inbox][:size]
+        more_coming = self.settler.counts()[0] > len(ready)  # files still settling could fill the batch
+        if len(chosen) < size and more_coming and now - first.at < wait:
+            return None, min(retry or float("inf"), first.at + wait)
+        return Batch(parts, first.inbox, [c.group for c in chosen],
+                     {c.group.primary: c.follows for c in chosen if c.follows is not None}), None
+
+    def _plan(self, ready: list[tuple[Path, Waiting]], now: float,
+              parts: Parts) -> tuple[list[Candidate], float | None]:
+        """Complete groups ready to go, oldest first, and when held-back ones need another look.
+
+        Held back: a group whose RAW twin or sidecar is still being written, and a lone sidecar
+        whose photo is neither here nor filed yet (for LONE_SIDECAR_WAIT seconds). A lone RAW or
+        sidecar whose photo was filed already follows it to the same folder.
+        """
+        since = {p: w.ready_since or now for p, w in ready}
+        inbox_of = {p: w.inbox for p, w in ready}
+        watched = {i.path for i in parts.config.inboxes}
+        self.settler.forget([p for p in since if inbox_of[p] not in watched])  # inbox removed by a reload
+        groups = group_files(p for p in since if inbox_of[p] in watched)
+        arriving = {_stem_key(p) for p in self.settler.waiting_near({g.primary.parent for g in groups})}
+        candidates, retry = [], None
+        for group in groups:
+            if _stem_key(group.primary) in arriving:
+                continue
+            at = max(since[m] for m in group.members)
+            follows = self._filed_sibling(group) if _is_companion(group) else None
+            if follows is None and _is_lone_sidecar(group) and now - at < LONE_SIDECAR_WAIT:
+                retry = min(retry or float("inf"), at + LONE_SIDECAR_WAIT)
+                continue
+            candidates.append(Candidate(at, inbox_of[group.primary], group, follows))
+        candidates.sort(key=lambda c: c.at)
+        return candidates, retry
+
+    def _filed_sibling(self, group: PhotoGroup) -> Verdict | None:
+        """The verdict of a photo of the same folder and stem filed in the last FOLLOW_WINDOW
+        seconds (looked up once per waiting file)."""
+        primary = group.primary
+        if primary not in self.siblings:
+            if len(self.siblings) > 2 * self.settler.capacity:
+                self.siblings.clear()
+            assert self.journal is not None
+            since = datetime.now(timezone.utc) - timedelta(seconds=FOLLOW_WINDOW)
+            key = _stem_key(primary)
+            filed = [e for e in self.journal.entries(since=since, paths=[primary.parent], status=DONE)
+                     if e.source.parent == primary.parent and _stem_key(e.source) == key and e.source != primary
+                     and e.source.suffix.lower() in RASTER_SUFFIXES]
+            self.siblings[primary] = (Verdict(filed[-1].label, filed[-1].score, reason=filed[-1].reason,
+                                              model_version=filed[-1].model_version) if filed else None)
+        return self.siblings[primary]
+
+    def _hand_over(self, batch: Batch) -> None:
+        """Claim the batch's paths and queue it for a lane; blocks while both lanes are busy."""
+        if not self.settler.claim(batch.paths):
+            return  # a file changed again since it was found complete: the next turn re-plans
+        for group in batch.groups:
+            self.siblings.pop(group.primary, None)
+        with self.lock:
+            batch.parts.active += 1
+        while True:
+            try:
+                self.batches.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                self._ping(time.monotonic())
+                if self.stopping.is_set():
+                    self._release(batch)
+                    return
+
+    def _release(self, batch: Batch) -> None:
+        self.settler.done(batch.paths)
+        with self.lock:
+            batch.parts.active -= 1
+
+    def _drain(self) -> None:
+        """Stopping: batches not started go back (their files stay in the inbox), lanes end."""
+        while True:
+            try:
+                batch = self.batches.get_nowait()
+            except queue.Empty:
+                break
+            if batch is not None:
+                self._release(batch)
+        for _ in range(LANES):
+            self.batches.put(None)
+
+    # --- the lanes ---------------------------------------------------------------------------
+
+    def _lane(self, index: int) -> None:
+        while True:
+            batch = self.batches.get()
+            if batch is None:
+                return
+            self.busy_since[index] = time.monotonic()
+            try:
+                self._process(batch)
+            except Exception:
+                log.exception("batch failed", inbox=str(batch.inbox), paths=[str(g.primary) for g in batch.groups])
+                self._remember_failed(batch.groups)
+            finally:
+                self.busy_since[index] = None
+                self._release(batch)
+
+    def _process(self, batch: Batch) -> None:
+        """File the groups that still exist; count, remember failures, notify on aurora."""
+        groups = []
+        for group in batch.groups:
+            members = tuple(m for m in group.members if os.path.lexists(m))
+            if group.primary in members:  # gone meanwhile (deleted, or moved by someone else)
+                groups.append(PhotoGroup(group.primary, members))
+        if not groups:
+            return
+        pipeline, follows = batch.parts.pipeline, batch.follows
+        outcomes = pipeline.process([g for g in groups if g.primary not in follows], inbox=batch.inbox,
+                                    run_id=self.run_id)
+        outcomes += [pipeline.file(g, follows[g.primary], inbox=batch.inbox, run_id=self.run_id)
+                     for g in groups if g.primary in follows]
+        with self.lock:
+            self.tally.add(outcomes)
+        self._remember_failed([o.group for o in outcomes if o.verdict is None])
+        for outcome in outcomes:  # one notification per new aurora photo, none for its late companions
+            if outcome.verdict is not None and outcome.verdict.folder == AURORA and outcome.moved \
+                    and outcome.group.primary not in follows:
+                batch.parts.hooks.submit(outcome.moved[0].dest)
+
+    def _remember_failed(self, groups: Sequence[PhotoGroup]) -> None:
+        with self.lock:
+            for member in (m for g in groups for m in g.members):
+                self.failed[member] = file_state(member)
+                self.failed.move_to_end(member)
+            while len(self.failed) > FAILED_MEMORY:
+                self.failed.popitem(last=False)
+
+
+# --- the main thread ---------------------------------------------------------------------------
+
+@dataclass
+class _Signals:
+    wake: threading.Event = field(default_factory=threading.Event)
+    stops: int = 0
+    reload: bool = False
+
+
+def run_daemon(source: ConfigSource, config: Config, *, notifier: Notifier | None = None) -> int:
+    """Run until SIGTERM/SIGINT (exit 0); SIGHUP reloads. Must be called from the main thread."""
+    flags = _Signals()
+
+    def on_stop(signum: int, _frame: object) -> None:
+        flags.stops += 1
+        if flags.stops > 1:  # asked twice: go now; the journal lets the next start finish any move
+            log.warning("exiting now", signal=signal.Signals(signum).name,
+                        reason="second signal; interrupted moves are finished or rolled back at the next start")
+            os._exit(130)
+        flags.wake.set()
+
+    def on_hup(_signum: int, _frame: object) -> None:
+        flags.reload = True
+        flags.wake.set()
+
+    previous = {s: signal.signal(s, h) for s, h in
+                ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop), (signal.SIGHUP, on_hup))}
+    service = Service(source, config, notifier=notifier)
+    try:
+        service.start()
+        while not flags.stops and not service.broken.is_set():
+            flags.wake.wait(1.0)
+            flags.wake.clear()
+            if flags.reload and not flags.stops:
+                flags.reload = False
+                service.reload()
+        clean = service.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not clean:
+        os._exit(1)  # a lane is stuck in a move: leave it to the journal rather than hang
+    return 1 if service.broken.is_set() else 0

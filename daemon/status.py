@@ -1,0 +1,134 @@
+"""`nordlys status`: what the journal says was sorted, and what still waits in the inboxes.
+
+Read-only: the journal is opened only when it exists (a status query must not create state),
+and the inboxes are scanned the same way the daemon scans them, so "waiting" means exactly the
+files the daemon would pick up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from nordlys.daemon.config import Config
+from nordlys.daemon.journal import Entry, Journal, JournalError
+from nordlys.daemon.paths import default_journal_path
+from nordlys.daemon.placement import FOLDER_KEYS
+from nordlys.daemon.scan import scan_inbox
+
+
+@dataclass
+class InboxWaiting:
+    path: Path
+    files: int
+    oldest_seconds: float | None  # age of the oldest waiting file, by mtime
+    error: str = ""  # the inbox could not be read
+
+
+@dataclass
+class StatusReport:
+    journal: Path
+    journal_exists: bool
+    journal_error: str = ""  # the journal exists but cannot be read
+    counts: dict[str, int] = field(default_factory=dict)  # folder key -> files filed there ("done")
+    folders: dict[str, Path] = field(default_factory=dict)  # folder key -> its path
+    recent: list[Entry] = field(default_factory=list)  # newest first
+    waiting: list[InboxWaiting] = field(default_factory=list)
+
+
+def output_folders(config: Config) -> dict[str, Path]:
+    """Folder key -> path, as placement makes them (the output root defaults to the first inbox)."""
+    root = config.output_root or (config.inboxes[0].path if config.inboxes else None)
+    names = dataclasses.asdict(config.folders)
+    return {key: root / names[key] for key in FOLDER_KEYS} if root is not None else {}
+
+
+def waiting_in(config: Config, *, now: float | None = None) -> list[InboxWaiting]:
+    """Files in each inbox that the daemon would still file (output folders excluded)."""
+    now = time.time() if now is None else now
+    exclude = list(output_folders(config).values())
+    result = []
+    for inbox in config.inboxes:
+        if not inbox.path.is_dir():
+            result.append(InboxWaiting(inbox.path, 0, None, error="not a folder"))
+            continue
+        files = scan_inbox(inbox.path, recursive=inbox.recursive, ignore=config.ignore, exclude=exclude).files
+        mtimes = []
+        for path in files:
+            try:
+                mtimes.append(path.lstat().st_mtime)
+            except OSError:
+                continue
+        result.append(InboxWaiting(inbox.path, len(files), now - min(mtimes) if mtimes else None))
+    return result
+
+
+def gather(config: Config, *, recent: int = 10) -> StatusReport:
+    journal_path = config.journal or default_journal_path()
+    report = StatusReport(journal_path, journal_path.is_file(), folders=output_folders(config),
+                          waiting=waiting_in(config))
+    if report.journal_exists:
+        try:
+            with Journal.open(journal_path) as journal:
+                report.counts = journal.counts()
+                report.recent = journal.recent(recent)
+        except JournalError as exc:
+            report.journal_error = str(exc)
+    return report
+
+
+def format_status(report: StatusReport) -> str:
+    note = "" if report.journal_exists else " (none yet: nothing sorted)"
+    lines = [f"journal: {report.journal}{note}"]
+    if report.journal_error:
+        lines.append(f"  cannot read it: {report.journal_error}")
+    total = sum(report.counts.values())
+    lines.append(f"sorted: {total} files")
+    for key in FOLDER_KEYS:
+        if report.counts.get(key) or key in ("aurora", "other"):
+            where = f"  {report.folders[key]}" if key in report.folders else ""
+            lines.append(f"  {key:<9}{report.counts.get(key, 0):>7}{where}")
+    lines.append("waiting:")
+    if not report.waiting:
+        lines.append("  (no inboxes configured: pass --inbox DIR or set `inboxes` in the config)")
+    for inbox in report.waiting:
+        lines.append(f"  {inbox.path}: " + (inbox.error or _waiting_text(inbox)))
+    if report.recent:
+        lines.append("last decisions:")
+        lines.extend(f"  {format_entry(e)}" for e in report.recent)
+    return "\n".join(lines)
+
+
+def _waiting_text(inbox: InboxWaiting) -> str:
+    if not inbox.files:
+        return "0 files"
+    oldest = f", oldest {_age(inbox.oldest_seconds)}" if inbox.oldest_seconds is not None else ""
+    return f"{inbox.files} file{'s' if inbox.files != 1 else ''}{oldest}"
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def format_entry(entry: Entry) -> str:
+    """One decision: local time, status, folder, score, and where the file went."""
+    when = datetime.fromisoformat(entry.time).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    score = "-" if entry.score is None else f"{entry.score:.4f}"
+    tail = f"{entry.source} -> {entry.dest}"
+    if entry.status != "done":
+        tail += f" [{entry.status}{': ' + entry.detail if entry.detail else ''}]"
+    elif entry.reason:
+        tail += f" ({entry.reason})"
+    return f"{when}  {entry.label:<8} {score:>6}  {tail}"
+
+
+def status_text(config: Config, *, recent: int = 10) -> str:
+    """The whole `nordlys status` output."""
+    return format_status(gather(config, recent=recent))
+
