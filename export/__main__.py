@@ -1,0 +1,5 @@
+import sys
+
+from nordlys.export.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from nordlys.train.cli import main
+
+sys.exit(main())

@@ -1,0 +1,30 @@
+"""`nordlys train`: arguments in, one call to nordlys.train.train.main, an exit code out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nordlys.train import options
+from nordlys.train.data import DataError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nordlys.train.train import main  # torch is imported only when training
+
+    try:
+        main(args)
+    except DataError as exc:
+        print(f"nordlys train: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nordlys train", description="Train an aurora/other classifier.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

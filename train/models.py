@@ -1,0 +1,91 @@
+"""Backbones, their new two-class heads, and what is frozen.
+
+Two modes:
+- `head`: the backbone is frozen, only the new classifier learns (the original nordlys recipe);
+- `finetune`: the last `unfreeze` stages learn too.
+BatchNorm statistics are always frozen (BN layers kept in eval mode): batches here are small and
+class-skewed, and the offline MobileNetV2 weights carry rebuilt BN statistics that must not drift.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+import torch
+import torchvision
+from torch import nn
+
+from nordlys.train.options import BACKBONES, MODES  # one list, shared with the CLI
+
+log = structlog.get_logger(__name__)
+
+
+def build_model(backbone: str, *, num_classes: int, weights: str | None) -> nn.Module:
+    """`weights`: "imagenet" (torchvision download), a path to a torchvision state_dict of the
+    ImageNet model, or None/"none" for random initialisation (tests)."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone = {backbone!r}: expected one of {list(BACKBONES)}")
+    model = _torchvision_model(backbone, imagenet=(weights == "imagenet"))
+    if weights not in (None, "none", "imagenet"):
+        state = torch.load(Path(weights), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        log.info("weights_loaded", backbone=backbone, path=str(weights))
+    _replace_head(model, backbone, num_classes)
+    return model
+
+
+def _torchvision_model(backbone: str, *, imagenet: bool) -> nn.Module:
+    if backbone == "resnet50":
+        w = torchvision.models.ResNet50_Weights.IMAGENET1K_V2 if imagenet else None
+        return torchvision.models.resnet50(weights=w)
+    w2 = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V2 if imagenet else None
+    return torchvision.models.mobilenet_v2(weights=w2)
+
+
+def _replace_head(model: nn.Module, backbone: str, num_classes: int) -> None:
+    if backbone == "resnet50":
+        model.fc = nn.Linear(model.fc.in_features, num_classes)  # type: ignore[assignment,arg-type]
+    else:
+        last = model.classifier[-1]  # type: ignore[index]
+        model.classifier[-1] = nn.Linear(last.in_features, num_classes)  # type: ignore[index]
+
+
+def stages(model: nn.Module, backbone: str) -> list[nn.Module]:
+    """The backbone's stages, input to output, that `unfreeze` counts from the end."""
+    if backbone == "resnet50":
+        return [nn.Sequential(model.conv1, model.bn1), model.layer1, model.layer2, model.layer3, model.layer4]  # type: ignore[arg-type]
+    return list(model.features)  # type: ignore[arg-type]
+
+
+def head(model: nn.Module, backbone: str) -> nn.Module:
+    return model.fc if backbone == "resnet50" else model.classifier  # type: ignore[return-value]
+
+
+def set_trainable(model: nn.Module, backbone: str, *, mode: str, unfreeze: int) -> list[nn.Parameter]:
+    """Freeze all, then thaw the head and (finetune) the last `unfreeze` stages; returns what learns."""
+    if mode not in MODES:
+        raise ValueError(f"mode = {mode!r}: expected one of {list(MODES)}")
+    for p in model.parameters():
+        p.requires_grad = False
+    thawed = [head(model, backbone)]
+    if mode == "finetune":
+        all_stages = stages(model, backbone)
+        if not 1 <= unfreeze <= len(all_stages):
+            raise ValueError(f"unfreeze = {unfreeze}: expected 1..{len(all_stages)} stages of {backbone}")
+        thawed += all_stages[-unfreeze:]
+    for module in thawed:
+        for p in module.parameters():
+            p.requires_grad = True
+    params = [p for p in model.parameters() if p.requires_grad]
+    log.info("trainable", backbone=backbone, mode=mode, unfreeze=unfreeze if mode == "finetune" else 0,
+             parameters=sum(p.numel() for p in params))
+    return params
+
+
+def train_mode(model: nn.Module) -> None:
+    """model.train() with every BatchNorm back in eval mode: running statistics stay frozen."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()

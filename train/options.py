@@ -1,0 +1,48 @@
+"""`nordlys train` options and their defaults, torch-free so that building the CLI stays cheap
+(the `nordlys` command builds every verb's parser; only `train` itself may import torch)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nordlys.daemon.contract import RESIZE_MODES
+from nordlys.train.metrics import DEFAULT_MAX_FPR
+
+BACKBONES = ("resnet50", "mobilenet_v2")  # torchvision architectures the trainer can build
+MODES = ("head", "finetune")  # head: frozen backbone; finetune: the last stages learn too
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`nordlys train` options; defaults are plain values with their units."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="folder with aurora/ and other/ sub-folders (any depth)")
+    src.add_argument("--manifest", type=Path, help="CSV file,label[,group,...]; paths relative to the CSV")
+    parser.add_argument("--output-dir", type=Path, required=True, help="run directory to write")
+    parser.add_argument("--backbone", default="resnet50", choices=BACKBONES)
+    parser.add_argument("--weights", default=None,
+                        help="ImageNet weights: omitted = torchvision download; PATH = local torchvision "
+                             "state_dict; 'none' = random initialisation")
+    parser.add_argument("--mode", default="finetune", choices=MODES,
+                        help="head: frozen backbone; finetune: also the last --unfreeze stages")
+    parser.add_argument("--unfreeze", type=int, default=None,
+                        help="stages to train in finetune mode (default: resnet50 1 = layer4, mobilenet_v2 5 blocks)")
+    parser.add_argument("--input-size", type=int, default=224, help="square model input, pixels")
+    parser.add_argument("--resize", default="squash", choices=RESIZE_MODES,
+                        help="how a photo becomes a square, in training and in the exported model")
+    parser.add_argument("--cache-scale", type=float, default=1.15, help="RAM copy's shorter side / input size")
+    parser.add_argument("--epochs", type=int, default=15, help="at most this many passes")
+    parser.add_argument("--patience", type=int, default=4, help="epochs without a lower validation loss before stopping")
+    parser.add_argument("--batch-size", type=int, default=32, help="photos per step")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate of the head")
+    parser.add_argument("--backbone-lr-scale", type=float, default=0.3, help="backbone lr = lr * this")
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="0..1")
+    parser.add_argument("--hard-negative-weight", type=float, default=1.0,
+                        help="how much more often kind=hard_negative photos are drawn")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out, by group")
+    parser.add_argument("--max-fpr", type=float, default=DEFAULT_MAX_FPR,
+                        help="threshold rule: highest balanced accuracy with at most this false-positive rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
+    parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when CUDA is available")
