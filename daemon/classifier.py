@@ -55,6 +55,10 @@ class Classifier:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Idle intra-op threads sleep instead of spinning: on a 2-4-core box the spinning threads
+        # take the cores the decode pool needs (and each other's, when the box is busy), which
+        # halved throughput in bench/ (docs/PERFORMANCE.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # onnxruntime's own warnings are noise for users
         chosen = choose_providers(providers, ort.get_available_providers())
         try:

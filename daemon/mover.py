@@ -23,7 +23,7 @@ import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import structlog
 
@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 
 CHUNK = 1 << 20  # bytes read per step when hashing or copying
 TEMP_PREFIX = ".nordlys-tmp-"  # + "<pid>-<random>": recovery removes leftovers of dead processes
+ASIDE_PREFIX = ".nordlys-aside-"  # + "<pid>-<aside_tag(name)>-<random>": a source's name while it is removed
 NAME_MAX = 255  # bytes in one file name on ext4, btrfs, xfs, APFS, NTFS (UTF-16 units there)
 MAX_PLAN_ATTEMPTS = 5  # re-plans after a name was taken between planning and moving
 
@@ -62,6 +63,17 @@ class MoveResult:
     created_dirs: tuple[Path, ...] = ()  # new folders, outermost first (undo removes them when empty)
 
 
+@dataclass(frozen=True)
+class KnownHash:
+    """A file's SHA-256 taken by whoever read it already (the pipeline decodes the same bytes), with
+    the stat signature it had before and after that read. The mover trusts it instead of reading
+    the file again only while the file's signature is still the same."""
+
+    sha256: str
+    size: int
+    signature: tuple[int, int, int, int]  # _signature(): device, inode, size, mtime
+
+
 class MoveError(Exception):
     """A file could not be moved; it is still at its source."""
 
@@ -86,6 +98,28 @@ def sha256_file(path: Path) -> tuple[str, int]:
             digest.update(view[:n])
             size += n
     return digest.hexdigest(), size
+
+
+def read_hashed(path: Path) -> tuple[bytes, KnownHash | None]:
+    """All bytes of a regular file and their hash, for a caller that needs the bytes anyway, so that
+    each file is read once. KnownHash is None when the file changed while it was read. Raises
+    OSError for a symlink (O_NOFOLLOW), a non-regular file (never blocks on a FIFO) or a read error."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    with open(os.open(path, flags), "rb", closefd=True) as handle:
+        before = os.fstat(handle.fileno())
+        if not stat.S_ISREG(before.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        data = handle.read()
+        after = os.fstat(handle.fileno())
+    if _signature(before) != _signature(after) or len(data) != after.st_size:
+        return data, None
+    return data, KnownHash(hashlib.sha256(data).hexdigest(), len(data), _signature(before))
+
+
+def _still_valid(known: KnownHash | None, now: os.stat_result, expected: str | None) -> bool:
+    """Whether a hash taken earlier still describes the file: same signature, same digest as expected."""
+    return (known is not None and known.signature == _signature(now)
+            and (expected is None or expected == known.sha256))
 
 
 # --- naming ---------------------------------------------------------------------------------
@@ -223,7 +257,7 @@ def _link_into_place(src: Path, dest: Path, before: os.stat_result) -> str | Non
         if _signature(os.lstat(dest)) != _signature(before):
             raise MoveError(src, "changed while being moved; not moved")
         _fsync_dir(dest.parent)
-        _unlink_source(src)
+        _unlink_source(src, before)
     except BaseException as exc:
         _drop_second_name(src, dest, same_inode=True)
         if isinstance(exc, OSError):
@@ -287,7 +321,7 @@ def _copy_into_place(src: Path, dest: Path, before: os.stat_result, reference: s
         _fsync_dir(dest.parent)
         if not exclusive:
             os.unlink(target)
-        _unlink_source(src)
+        _unlink_source(src, before)
     except BaseException as exc:
         if not exclusive:
             _remove_quietly(target)
@@ -298,13 +332,59 @@ def _copy_into_place(src: Path, dest: Path, before: os.stat_result, reference: s
         raise
 
 
-def _unlink_source(src: Path) -> None:
-    """The last step of every move; when it fails the new name is dropped again."""
+def aside_tag(name: str) -> str:
+    """What an aside name keeps of the source name, so recovery knows whose name it was."""
+    return hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+
+
+def _unlink_source(src: Path, moved: os.stat_result) -> None:
+    """The last step of every move: remove the source's name, but only while it still names the
+    file that was moved. A plain unlink could delete a new file that a sync client renamed over
+    the name since the move began (its next version, which exists nowhere else); so the name is
+    renamed aside first (atomic), and what it held is checked: the moved file is removed, anything
+    else gets its name back. A name someone else removed meanwhile is fine: the file is at its
+    destination. When this raises, the caller drops the new name again."""
+    aside = src.parent / f"{ASIDE_PREFIX}{os.getpid()}-{aside_tag(src.name)}-{secrets.token_hex(4)}"
     try:
-        os.unlink(src)
+        os.rename(src, aside)
+    except FileNotFoundError:
+        log.info("source removed meanwhile", path=str(src), reason="the file is at its destination")
+        return
     except OSError as exc:
         raise MoveError(src, f"{human_reason(exc)}: cannot remove it from {src.parent}; "
                              "it stays there and was not moved") from exc
+    now = os.lstat(aside)
+    if (now.st_dev, now.st_ino) != (moved.st_dev, moved.st_ino):
+        back = restore_aside(aside, src)
+        log.warning("source replaced meanwhile", path=str(back), reason="the new file is kept and looked at again")
+        return
+    try:
+        os.unlink(aside)
+    except OSError as exc:
+        restore_aside(aside, src)
+        raise MoveError(src, f"{human_reason(exc)}: cannot remove it from {src.parent}; "
+                             "it stays there and was not moved") from exc
+    _fsync_dir(src.parent)
+
+
+def restore_aside(aside: Path, src: Path) -> Path:
+    """Give a file set aside by `_unlink_source` its name back, or a free numbered one next to it
+    when the name was taken again meanwhile; never overwrites. Returns where it is now."""
+    for _attempt in range(MAX_PLAN_ATTEMPTS):
+        target = src if not os.path.lexists(src) else plan_destinations([src], src.parent)[src]
+        try:
+            os.link(aside, target, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        except OSError as exc:  # no hard links here (vfat, some FUSE): a rename onto a free name
+            if exc.errno not in _NO_HARDLINKS:
+                raise MoveError(src, f"{human_reason(exc)}: it is kept as {aside.name}") from exc
+            os.rename(aside, target)
+        else:
+            os.unlink(aside)
+        _fsync_dir(src.parent)
+        return target
+    raise MoveError(src, f"free names next to it kept being taken; it is kept as {aside.name}")
 
 
 def _remove_quietly(path: Path) -> None:
@@ -331,17 +411,20 @@ def _drop_second_name(src: Path, dest: Path, *, same_inode: bool) -> None:
 
 
 def move_file(src: Path, dest: Path, *, expected_sha256: str | None = None,
-              dry_run: bool = False) -> MoveResult:
+              dry_run: bool = False, known: KnownHash | None = None) -> MoveResult:
     """Move one file to `dest`, which must not exist (FileExistsError otherwise: re-plan).
 
     Raises MoveError, with the source untouched, for anything else that goes wrong.
-    dry_run: checks and hashes the source, touches nothing.
+    dry_run: checks and hashes the source, touches nothing. known: a hash taken earlier, used
+    instead of reading the file again while its signature is unchanged.
     """
     src, dest = Path(src), Path(dest)
     before = _lstat_regular(src)
     cross = _device_of(dest.parent) != before.st_dev
     if cross and expected_sha256 is not None and not dry_run:
         digest, size = expected_sha256, before.st_size  # verified while copying
+    elif known is not None and _still_valid(known, before, expected_sha256):
+        digest, size = known.sha256, known.size  # unchanged since hashed; the link is checked again below
     else:
         digest, size = _hash_checked(src, expected_sha256)
     if os.path.lexists(dest):
@@ -375,12 +458,12 @@ def _roll_back(moved: Sequence[tuple[MoveResult, int | None]], journal: Journal 
             journal.rolled_back(entry_id, why)
 
 
-def _move_planned(group: PhotoGroup, plan: dict[Path, Path], digests: Sequence[str],
+def _move_planned(group: PhotoGroup, plan: dict[Path, Path], hashed: Sequence[KnownHash],
                   entry_ids: Sequence[int | None], verdict: Verdict, journal: Journal | None) -> list[MoveResult]:
     moved: list[tuple[MoveResult, int | None]] = []
     for i, member in enumerate(group.members):
         try:
-            result = move_file(member, plan[member], expected_sha256=digests[i])
+            result = move_file(member, plan[member], expected_sha256=hashed[i].sha256, known=hashed[i])
         except (MoveError, OSError) as exc:
             _abandon(exc, member, plan[member], moved, entry_ids[i:], journal)
             raise
@@ -411,52 +494,67 @@ def _abandon(exc: Exception, member: Path, dest: Path, moved: Sequence[tuple[Mov
             journal.failed(entry_id, getattr(exc, "reason", str(exc)) if k == 0 else why)
 
 
-def _hash_members(group: PhotoGroup) -> list[tuple[str, int]]:
+def _hash_members(group: PhotoGroup, known: Mapping[Path, KnownHash]) -> list[KnownHash]:
+    """Each member's hash with the signature taken before hashing (a change during the hash then
+    shows as a different signature when the member moves, and it is hashed again there)."""
     hashed = []
     for member in group.members:
-        _lstat_regular(member)
-        hashed.append(_hash_checked(member, None))
+        before = _lstat_regular(member)
+        given = known.get(member)
+        if given is not None and _still_valid(given, before, None):
+            hashed.append(given)
+            continue
+        if given is not None:  # the verdict was made from bytes this file no longer holds
+            raise MoveError(member, "changed since it was read for its verdict (replaced or rewritten); "
+                                    "not moved, it is looked at again")
+        digest, size = _hash_checked(member, None)
+        hashed.append(KnownHash(digest, size, _signature(before)))
     return hashed
 
 
 def move_group(group: PhotoGroup, dest_dir: Path, verdict: Verdict, *, journal: Journal | None,
-               run_id: int | None, dry_run: bool = False, reserved: set[Path] | None = None) -> list[MoveResult]:
+               run_id: int | None, dry_run: bool = False, reserved: set[Path] | None = None,
+               known: Mapping[Path, KnownHash] | None = None) -> list[MoveResult]:
     """File a photo group into dest_dir: all members, with one shared name suffix, or none.
 
     Journal intents for every member are written (one transaction) before anything moves.
     reserved: names to treat as taken; a dry run adds its planned names to it so that a
-    dry run over many groups reports the names a real run would pick.
+    dry run over many groups reports the names a real run would pick. known: hashes of members
+    taken when they were read (read_hashed), trusted while their signature is unchanged; a member
+    whose signature changed since is not moved (its verdict was made from other bytes).
     """
     dest_dir = Path(dest_dir)
     for member in group.members:
         if member.parent == dest_dir:
             raise MoveError(member, f"is already in the destination folder {dest_dir}")
-    hashed = _hash_members(group)
-    digests = [digest for digest, _ in hashed]
+    hashed = _hash_members(group, known or {})
     taken = reserved if reserved is not None else set()
     for _attempt in range(MAX_PLAN_ATTEMPTS):
-        plan = plan_destinations(group.members, dest_dir, reserved=taken)
+        try:
+            plan = plan_destinations(group.members, dest_dir, reserved=taken)
+        except ValueError as exc:  # no free name fits: this group stays, the batch goes on
+            raise MoveError(group.primary, f"{exc}; not moved") from None
         if dry_run:
-            return _dry_run(group, plan, digests, verdict, taken)
+            return _dry_run(group, plan, hashed, verdict, taken)
         entry_ids: list[int | None] = [None] * len(group.members)
         if journal is not None:
             group_id = uuid.uuid4().hex
             entry_ids = list(journal.intents(run_id, [
-                IntentItem(m, plan[m], size, digest, verdict, group_id)
-                for m, (digest, size) in zip(group.members, hashed, strict=True)]))
+                IntentItem(m, plan[m], h.size, h.sha256, verdict, group_id)
+                for m, h in zip(group.members, hashed, strict=True)]))
         try:
-            return _move_planned(group, plan, digests, entry_ids, verdict, journal)
+            return _move_planned(group, plan, hashed, entry_ids, verdict, journal)
         except FileExistsError as exc:
             log.info("destination taken, re-planning", path=str(group.primary), dest=str(exc.filename))
     raise MoveError(group.primary, f"free names in {dest_dir} kept being taken "
                                    f"({MAX_PLAN_ATTEMPTS} attempts); not moved")
 
 
-def _dry_run(group: PhotoGroup, plan: dict[Path, Path], digests: Sequence[str], verdict: Verdict,
+def _dry_run(group: PhotoGroup, plan: dict[Path, Path], hashed: Sequence[KnownHash], verdict: Verdict,
              reserved: set[Path]) -> list[MoveResult]:
     results = []
-    for member, digest in zip(group.members, digests, strict=True):
-        result = move_file(member, plan[member], expected_sha256=digest, dry_run=True)
+    for member, h in zip(group.members, hashed, strict=True):
+        result = move_file(member, plan[member], expected_sha256=h.sha256, dry_run=True, known=h)
         log.debug("would move", src=str(member), dest=str(result.dest), folder=verdict.folder, score=verdict.score)
         results.append(result)
     reserved.update(plan.values())

@@ -50,10 +50,11 @@ def sort_tree(source: Path, *, pipeline: Pipeline, recursive: bool, ignore: Sequ
     summary.skipped = scan.skipped
     groups = group_files(scan.files)
     run_id = journal.start_run(command) if journal is not None and not pipeline.dry_run else None
+    batches = [groups[i:i + batch_size] for i in range(0, len(groups), batch_size)]
     with ProgressBar(len(groups), label="sorting") as bar:
-        for i in range(0, len(groups), batch_size):
-            batch = groups[i:i + batch_size]
-            for outcome in pipeline.process(batch, inbox=source, run_id=run_id):
+        # process_batches decodes the next batches while this one is scored and filed
+        for batch, outcomes in zip(batches, pipeline.process_batches(batches, inbox=source, run_id=run_id)):
+            for outcome in outcomes:
                 if outcome.verdict is None:
                     summary.failed.append((outcome.group.primary, outcome.error))
                     continue

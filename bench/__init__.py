@@ -1,0 +1,1 @@
+"""`python -m bench`: nordlys against the original project's way of sorting, on a small CPU."""
