@@ -6,8 +6,10 @@ and `nordlys undo` reads the finished ones to put files back.
 
 One row per file. An entry's life: "intent" -> "done" | "failed" (file stayed at its source) |
 "rolled_back" (moved, then put back, or never moved); a "done" entry later becomes "undone" when
-`nordlys undo` restores it. Undo's own moves are entries too (status "restored", `undoes` points at
-the entry they reverse), so a crash in the middle of an undo is recovered the same way.
+`nordlys undo` restores it. A file the daemon leaves where it is without trying to move it (a
+symlink, a FIFO, an unreadable photo) gets a row born "failed", with the reason (`left_in_place`).
+Undo's own moves are entries too (status "restored", `undoes` points at the entry they reverse),
+so a crash in the middle of an undo is recovered the same way.
 
 Paths are stored as text when they are valid UTF-8 and as the raw file-name bytes otherwise
 (SQLite keeps a BLOB in a TEXT column as is), so every name a file system allows round-trips.
@@ -24,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import structlog
 
@@ -32,7 +34,7 @@ from nordlys.daemon.placement import Verdict
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: corrections + models tables (see _MIGRATIONS)
 INTENT, DONE, FAILED, ROLLED_BACK, UNDONE, RESTORED = (
     "intent", "done", "failed", "rolled_back", "undone", "restored")
 STATUSES = (INTENT, DONE, FAILED, ROLLED_BACK, UNDONE, RESTORED)
@@ -74,6 +76,66 @@ CREATE TABLE created_dirs (
     UNIQUE (run_id, path)
 );
 """
+
+
+# Additive upgrades: the statements that take a journal from version N-1 to N. Old rows stay as
+# they are, so a journal written by an older nordlys keeps working after the upgrade.
+_MIGRATIONS = {
+    2: """
+CREATE TABLE corrections (
+    id INTEGER PRIMARY KEY,
+    entry_id INTEGER REFERENCES entries(id),   -- the filing the user corrected
+    path TEXT NOT NULL,         -- where the photo is now (updated when it is renamed again)
+    sha256 TEXT NOT NULL,
+    old_label TEXT NOT NULL,    -- folder key it was moved out of: aurora, other, review
+    new_label TEXT NOT NULL,    -- folder key it was moved into: aurora, other
+    score REAL,
+    model_version TEXT NOT NULL,
+    time TEXT NOT NULL          -- UTC ISO 8601
+);
+CREATE INDEX corrections_sha ON corrections(sha256);
+CREATE INDEX entries_sha ON entries(sha256);
+CREATE TABLE models (
+    id INTEGER PRIMARY KEY,
+    version TEXT NOT NULL,
+    time TEXT NOT NULL,         -- UTC ISO 8601
+    status TEXT NOT NULL,       -- live, refused, rolled_back, replaced
+    path TEXT NOT NULL,         -- kept copy of this model
+    previous TEXT NOT NULL DEFAULT '',  -- kept copy of the model it replaced ('' if none)
+    live_path TEXT NOT NULL DEFAULT '', -- the file the daemon loads
+    metrics TEXT NOT NULL DEFAULT '{}'  -- JSON: gate numbers
+);
+""",
+}
+
+
+@dataclass(frozen=True)
+class Correction:
+    """The user moved a filed photo to another folder: a labelled example for the next model."""
+
+    id: int
+    entry_id: int | None
+    path: Path
+    sha256: str
+    old_label: str
+    new_label: str
+    score: float | None
+    model_version: str
+    time: str
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One model the retrainer made: live, refused, rolled back or replaced."""
+
+    id: int
+    version: str
+    time: str
+    status: str
+    path: Path
+    previous: Path | None
+    live_path: Path | None
+    metrics: dict
 
 
 class JournalError(Exception):
@@ -207,6 +269,11 @@ class Journal:
             if version == 0:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
+                version = 1
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in filter(str.strip, _MIGRATIONS[step].split(";")):
+                    conn.execute(statement)
+            if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -267,6 +334,14 @@ class Journal:
             if command_prefix is None or command.startswith(command_prefix):
                 return int(run_id)
         return None
+
+    def live_pid(self, run_id: int) -> int | None:
+        """The pid of that run's process when it is still running on this host (SIGHUP target)."""
+        rows = self._query("SELECT pid, host, finished FROM runs WHERE id = ?", (run_id,))
+        if not rows or rows[0][2] is not None or rows[0][1] != socket.gethostname():
+            return None
+        pid = int(rows[0][0])
+        return pid if _process_alive(pid) else None
 
     def _run_is_live(self, run_id: int | None) -> bool:
         """True when the run belongs to another process still running on this host."""
@@ -329,6 +404,38 @@ class Journal:
         """The file is back at (or never left) its source."""
         self._set_status(entry_id, ROLLED_BACK, reason)
 
+    def last_id(self) -> int:
+        """The newest entry's id (0 for an empty journal): a mark to ask "written since?" against."""
+        return int(self._query("SELECT COALESCE(MAX(id), 0) FROM entries")[0][0])
+
+    def left_in_place(self, run_id: int | None, path: Path, reason: str, *, since_id: int | None = None) -> int | None:
+        """A file that was looked at and left where it is (a symlink, a FIFO, an unreadable photo, a
+        name with no free variant): a "failed" row with the reason, so the journal accounts for every
+        file, not only the moved ones. Its sha256 is empty: such a file is often not readable.
+
+        Nothing is written when the newest row for `path` already says "failed" for the same
+        reason (a restart or rescan finding it again), or is newer than entry `since_id` (the mover
+        journaled this attempt itself). Returns the new entry's id, or None.
+        """
+        source = _path_in(path)
+        try:
+            size = os.lstat(path).st_size
+        except OSError:
+            size = 0
+        with self._tx() as conn:
+            last = conn.execute("SELECT id, status, detail FROM entries WHERE source = ? ORDER BY id DESC LIMIT 1",
+                                (source,)).fetchone()
+            if last is not None and ((last[1], last[2]) == (FAILED, reason)
+                                     or (since_id is not None and last[0] > since_id)):
+                return None
+            now = utc_now()
+            cur = conn.execute(
+                "INSERT INTO entries (run_id, group_id, source, dest, size, sha256, score, label, reason,"
+                " model_version, time, status, detail, updated)"
+                " VALUES (?, '', ?, ?, ?, '', NULL, '', '', '', ?, ?, ?, ?)",
+                (run_id, source, source, size, now, FAILED, reason, now))
+            return int(cur.lastrowid or 0)
+
     def mark_undone(self, entry_id: int, detail: str = "") -> None:
         self._set_status(entry_id, UNDONE, detail)
 
@@ -353,11 +460,15 @@ class Journal:
         return [e for e in pending if e.run_id not in live]
 
     def entries(self, *, run_id: int | None = None, since: datetime | None = None,
-                paths: Sequence[Path] = (), status: str | None = DONE) -> list[Entry]:
+                paths: Sequence[Path] = (), status: str | None = DONE,
+                match: Callable[[Entry], bool] | None = None) -> list[Entry]:
         """Entries matching every filter given, oldest first.
 
         since: written at or after this moment (naive = local time). paths: entries whose source
         or dest is one of these paths or lies under one of them. status None: any status.
+        match: keep only the entries it accepts. The path and match filters are applied row by
+        row as the rows are read, so a question about a few files never holds the whole journal
+        in memory (the daemon asks one for every late sidecar).
         """
         clauses, params = [], []
         for sql, value in (("run_id = ?", run_id), ("time >= ?", since and _iso_utc(since)),
@@ -366,11 +477,13 @@ class Journal:
                 clauses.append(sql)
                 params.append(value)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        found = self._select(f"{where} ORDER BY id", params)
-        if paths:
-            roots = [Path(p).absolute() for p in paths]
-            found = [e for e in found if _is_under(e.source, roots) or _is_under(e.dest, roots)]
-        return found
+        roots = [Path(p).absolute() for p in paths]
+
+        def keep(e: Entry) -> bool:
+            return ((not roots or _is_under(e.source, roots) or _is_under(e.dest, roots))
+                    and (match is None or match(e)))
+
+        return self._select(f"{where} ORDER BY id", params, keep=keep)
 
     def counts(self, *, status: str = DONE) -> dict[str, int]:
         """Files per label (folder key) currently in that status: what `nordlys status` shows."""
@@ -390,10 +503,62 @@ class Journal:
             found.extend(_path_out(r[0]) for r in rows)
         return found
 
-    def _select(self, tail: str, params: Sequence[Any]) -> list[Entry]:
-        rows = self._query(
-            "SELECT id, run_id, group_id, source, dest, size, sha256, score, label, reason,"
-            f" model_version, time, status, detail, undoes FROM entries {tail}", params)
-        return [Entry(id=r[0], run_id=r[1], group_id=r[2], source=_path_out(r[3]), dest=_path_out(r[4]),
-                      size=r[5], sha256=r[6], score=r[7], label=r[8], reason=r[9], model_version=r[10],
-                      time=r[11], status=r[12], detail=r[13], undoes=r[14]) for r in rows]
+    def _select(self, tail: str, params: Sequence[Any],
+                keep: Callable[[Entry], bool] | None = None) -> list[Entry]:
+        found = []
+        with self._lock:
+            for r in self._conn.execute(
+                    "SELECT id, run_id, group_id, source, dest, size, sha256, score, label, reason,"
+                    f" model_version, time, status, detail, undoes FROM entries {tail}", params):
+                entry = Entry(id=r[0], run_id=r[1], group_id=r[2], source=_path_out(r[3]), dest=_path_out(r[4]),
+                              size=r[5], sha256=r[6], score=r[7], label=r[8], reason=r[9], model_version=r[10],
+                              time=r[11], status=r[12], detail=r[13], undoes=r[14])
+                if keep is None or keep(entry):
+                    found.append(entry)
+        return found
+
+    # --- corrections and models (schema 2) ---------------------------------------------------
+
+    def filed_by_sha(self, sha256: str) -> list[Entry]:
+        """"done" entries of photos with these bytes, oldest first (a correction's origin)."""
+        return self._select("WHERE sha256 = ? AND status = ? ORDER BY id", (sha256, DONE))
+
+    def record_correction(self, *, entry_id: int | None, path: Path, sha256: str, old_label: str,
+                          new_label: str, score: float | None, model_version: str) -> int:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO corrections (entry_id, path, sha256, old_label, new_label, score, model_version, time)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (entry_id, _path_in(path), sha256, old_label, new_label, score, model_version, utc_now()))
+            return int(cur.lastrowid or 0)
+
+    def move_correction(self, sha256: str, path: Path) -> None:
+        """A corrected photo was renamed or moved inside its folder: remember where it is now."""
+        with self._tx() as conn:
+            conn.execute("UPDATE corrections SET path = ? WHERE sha256 = ?", (_path_in(path), sha256))
+
+    def corrections(self, *, since: str | None = None) -> list[Correction]:
+        """Every correction, oldest first (since: UTC ISO time, exclusive)."""
+        rows = self._query("SELECT id, entry_id, path, sha256, old_label, new_label, score, model_version, time"
+                           " FROM corrections WHERE time > ? ORDER BY id", (since or "",))
+        return [Correction(r[0], r[1], _path_out(r[2]), *r[3:]) for r in rows]
+
+    def record_model(self, *, version: str, status: str, path: Path, previous: Path | None = None,
+                     live_path: Path | None = None, metrics: dict | None = None) -> int:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO models (version, time, status, path, previous, live_path, metrics)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (version, utc_now(), status, _path_in(path), _path_in(previous) if previous else "",
+                 _path_in(live_path) if live_path else "", json.dumps(metrics or {}, default=str, sort_keys=True)))
+            return int(cur.lastrowid or 0)
+
+    def set_model_status(self, model_id: int, status: str) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE models SET status = ? WHERE id = ?", (status, model_id))
+
+    def models(self) -> list[ModelRecord]:
+        """The model history, oldest first."""
+        rows = self._query("SELECT id, version, time, status, path, previous, live_path, metrics FROM models ORDER BY id")
+        return [ModelRecord(r[0], r[1], r[2], r[3], _path_out(r[4]), _path_out(r[5]) if r[5] else None,
+                            _path_out(r[6]) if r[6] else None, json.loads(r[7] or "{}")) for r in rows]

@@ -61,7 +61,19 @@ def scan_inbox(root: Path, *, recursive: bool, ignore: Sequence[str], exclude: I
     return result
 
 
+def not_regular_reason(path: Path) -> str | None:
+    """Why a path that an event named is left in place unread (the scan's rule, for one path);
+    None for a regular file. Decided from lstat, so a symlink is never followed."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    return None if stat.S_ISREG(mode) else _kind(mode)
+
+
 def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "folder: not a regular file, left in place"
     if stat.S_ISLNK(mode):
         return "symlink: left in place (nordlys never follows links out of an inbox)"
     if stat.S_ISFIFO(mode):

@@ -37,6 +37,7 @@ import structlog
 from nordlys.daemon import runtime
 from nordlys.daemon.classifier import Classifier, ModelError
 from nordlys.daemon.config import Config, ConfigError, load_config
+from nordlys.daemon.corrections import CorrectionWorker
 from nordlys.daemon.grouping import (
     RASTER_SUFFIXES, RAW_SUFFIXES, SIDECAR_SUFFIXES, PhotoGroup, group_files, split_name,
 )
@@ -44,12 +45,13 @@ from nordlys.daemon.hooks import HookRunner
 from nordlys.daemon.journal import DONE, Journal
 from nordlys.daemon.pipeline import Outcome, Pipeline, Target
 from nordlys.daemon.placement import AURORA, FOLDER_KEYS, Verdict
-from nordlys.daemon.scan import scan_inbox
+from nordlys.daemon.scan import not_regular_reason, scan_inbox
 from nordlys.daemon.sdnotify import Notifier
 from nordlys.daemon.settle import SCAN, FileState, Settler, Waiting, file_state
 from nordlys.daemon.sorter import output_dirs
 from nordlys.daemon.undo import recover_interrupted
-from nordlys.daemon.watcher import start_observers, stop_observers
+from nordlys.daemon.models_store import spawn_retrain
+from nordlys.daemon.watcher import start_observers, start_output_observer, stop_observers
 
 log = structlog.get_logger(__name__)
 
@@ -193,7 +195,9 @@ class Service:
         self.failed: OrderedDict[Path, FileState | None] = OrderedDict()
         self.folders: list[tuple[Path, Path]] = []  # (folder, inbox): folders that appeared
         self.skips_reported: set[Path] = set()
-        self.siblings: dict[Path, Verdict | None] = {}  # companion file -> its filed photo's verdict
+        # companion file -> (self.filed when looked up, its filed photo's verdict or None)
+        self.siblings: dict[Path, tuple[int, Verdict | None]] = {}
+        self.filed = 0  # batches filed so far: a cached "no photo filed yet" is stale once this moves
         self.busy_since: list[float | None] = [None] * LANES
         self.journal: Journal | None = None
         self.parts: Parts | None = None
@@ -205,6 +209,10 @@ class Service:
         self.scan_at = 0.0
         self.overflowed = False
         self.next_ping = 0.0
+        self.corrector: CorrectionWorker | None = None  # corrections.py: moves between output folders
+        self.new_corrections = 0  # since start or the last automatic retrain (watch.retrain_after)
+        self.retrain: object | None = None  # the running automatic retrain (a Popen)
+        self.output_observer: list = []  # the observer on the output root, for corrections
 
     # --- lifecycle (main thread) ----------------------------------------------------------
 
@@ -215,7 +223,10 @@ class Service:
             recover_interrupted(self.journal)  # logs one line per move it finishes or rolls back
             self.parts = build_parts(self.config, self.journal)
             self.observers = self._watch(self.parts)
+            self._watch_corrections(self.parts)
         except BaseException:
+            self._stop_corrections()
+            stop_observers(self.observers)
             if self.parts is not None:
                 self.parts.close()
             self.journal.close()
@@ -235,6 +246,41 @@ class Service:
     def _watch(self, parts: Parts) -> list:
         return start_observers(parts.config.inboxes, ignore=parts.config.ignore, exclude=parts.exclude,
                                sink=self.settler.offer, on_folder=self._folder_appeared)
+
+    def _watch_corrections(self, parts: Parts) -> None:
+        """Moves between aurora/, other/ and review/ teach the next model (corrections.py). The
+        watch stays on the start-up output root; a reload that moves it needs a restart."""
+        assert self.journal is not None
+        target = parts.target
+        folders = {key: target.output_root / target.folder_name(key) for key in ("aurora", "other", "review")}
+        for key in ("aurora", "other"):
+            folders[key].mkdir(parents=True, exist_ok=True)
+        self.corrector = CorrectionWorker(self.journal, folders, settle=parts.config.watch.settle_seconds,
+                                          on_recorded=self._correction_recorded)
+        try:
+            self.output_observer = [start_output_observer(target.output_root, list(folders.values()),
+                                                          ignore=parts.config.ignore, sink=self.corrector.offer)]
+        except ConfigError as exc:  # sorting matters more than learning: carry on without it
+            log.error("corrections not watched", reason=str(exc))
+            self.corrector = None
+            return
+        self.corrector.start()
+
+    def _stop_corrections(self) -> None:
+        stop_observers(self.output_observer, timeout=1.0)
+        if self.corrector is not None:
+            self.corrector.stop()
+
+    def _correction_recorded(self) -> None:
+        """watch.retrain_after: start `nordlys retrain` (lowest priority) every N new corrections."""
+        every = self.config.watch.retrain_after
+        self.new_corrections += 1
+        if not every or self.new_corrections < every:
+            return
+        if self.retrain is not None and self.retrain.poll() is None:  # type: ignore[attr-defined]
+            return  # one at a time; the next correction tries again
+        self.new_corrections = 0
+        self.retrain = spawn_retrain(self.source.file)
 
     def reload(self) -> bool:
         """SIGHUP: read the config again, load and check the model, then swap; on any error keep
@@ -288,6 +334,7 @@ class Service:
         self.notifier.stopping()
         log.info("stopping", waiting=sum(self.settler.counts()))
         stop_observers(self.observers, timeout=1.0)
+        self._stop_corrections()
         self.stopping.set()
         self.settler.wake()
         for thread in self.threads:
@@ -413,6 +460,7 @@ class Service:
             if path not in self.skips_reported:
                 self.skips_reported.add(path)
                 log.warning("skipped", path=str(path), reason=reason)
+                self._journal_left([(path, reason)])
         for path in result.files:
             if not self._failed_before(path):
                 self.settler.offer(path, inbox, SCAN)
@@ -479,18 +527,20 @@ class Service:
         """The verdict of a photo of the same folder and stem filed in the last FOLLOW_WINDOW
         seconds (looked up once per waiting file)."""
         primary = group.primary
-        if primary not in self.siblings:
+        cached = self.siblings.get(primary)
+        if cached is None or (cached[1] is None and cached[0] != self.filed):
             if len(self.siblings) > 2 * self.settler.capacity:
                 self.siblings.clear()
             assert self.journal is not None
             since = datetime.now(timezone.utc) - timedelta(seconds=FOLLOW_WINDOW)
             key = _stem_key(primary)
-            filed = [e for e in self.journal.entries(since=since, paths=[primary.parent], status=DONE)
-                     if e.source.parent == primary.parent and _stem_key(e.source) == key and e.source != primary
-                     and e.source.suffix.lower() in RASTER_SUFFIXES]
-            self.siblings[primary] = (Verdict(filed[-1].label, filed[-1].score, reason=filed[-1].reason,
-                                              model_version=filed[-1].model_version) if filed else None)
-        return self.siblings[primary]
+            filed = self.journal.entries(
+                since=since, status=DONE,
+                match=lambda e: (e.source.parent == primary.parent and _stem_key(e.source) == key
+                                 and e.source != primary and e.source.suffix.lower() in RASTER_SUFFIXES))
+            self.siblings[primary] = (self.filed, Verdict(filed[-1].label, filed[-1].score, reason=filed[-1].reason,
+                                                          model_version=filed[-1].model_version) if filed else None)
+        return self.siblings[primary][1]
 
     def _hand_over(self, batch: Batch) -> None:
         """Claim the batch's paths and queue it for a lane; blocks while both lanes are busy."""
@@ -545,14 +595,12 @@ class Service:
                 self._release(batch)
 
     def _process(self, batch: Batch) -> None:
-        """File the groups that still exist; count, remember failures, notify on aurora."""
-        groups = []
-        for group in batch.groups:
-            members = tuple(m for m in group.members if os.path.lexists(m))
-            if group.primary in members:  # gone meanwhile (deleted, or moved by someone else)
-                groups.append(PhotoGroup(group.primary, members))
+        """File the groups that still exist; count, remember and journal failures, notify on aurora."""
+        groups = self._regular_groups(batch.groups)
         if not groups:
             return
+        assert self.journal is not None
+        mark = self.journal.last_id()
         pipeline, follows = batch.parts.pipeline, batch.follows
         outcomes = pipeline.process([g for g in groups if g.primary not in follows], inbox=batch.inbox,
                                     run_id=self.run_id)
@@ -560,11 +608,43 @@ class Service:
                      for g in groups if g.primary in follows]
         with self.lock:
             self.tally.add(outcomes)
-        self._remember_failed([o.group for o in outcomes if o.verdict is None])
+            self.filed += 1
+        failed = [o for o in outcomes if o.verdict is None]
+        self._journal_left([(m, o.error if m == o.group.primary else f"stays with {o.group.primary.name}: {o.error}")
+                            for o in failed for m in o.group.members if os.path.lexists(m)],  # not: deleted meanwhile
+                           since_id=mark)
+        self._remember_failed([o.group for o in failed])
         for outcome in outcomes:  # one notification per new aurora photo, none for its late companions
             if outcome.verdict is not None and outcome.verdict.folder == AURORA and outcome.moved \
                     and outcome.group.primary not in follows:
                 batch.parts.hooks.submit(outcome.moved[0].dest)
+
+    def _regular_groups(self, groups: Sequence[PhotoGroup]) -> list[PhotoGroup]:
+        """The groups still there, less members that are not regular files: those are left in place
+        unread, as the scan leaves them (reading through a symlink could leave the inbox). A group
+        whose photo is such a file stays whole: its sidecars stay with it."""
+        kept, left = [], []
+        for group in groups:
+            members = [m for m in group.members if os.path.lexists(m)]
+            if group.primary not in members:  # gone meanwhile (deleted, or moved by someone else)
+                continue
+            odd = {m: why for m in members if (why := not_regular_reason(m)) is not None}
+            if group.primary in odd:
+                left += [(m, odd.get(m) or f"stays with {group.primary.name}: {odd[group.primary]}") for m in members]
+            else:
+                left += odd.items()
+                kept.append(PhotoGroup(group.primary, tuple(m for m in members if m not in odd)))
+        for path, reason in left:
+            log.warning("skipped", path=str(path), reason=reason)
+        self._journal_left(left)
+        self._remember_failed([PhotoGroup(path, (path,)) for path, _ in left])
+        return kept
+
+    def _journal_left(self, left: Sequence[tuple[Path, str]], *, since_id: int | None = None) -> None:
+        """A journal row per file left in place, so the journal gives the reason the log gives."""
+        assert self.journal is not None
+        for path, reason in left:
+            self.journal.left_in_place(self.run_id, path, reason, since_id=since_id)
 
     def _remember_failed(self, groups: Sequence[PhotoGroup]) -> None:
         with self.lock:

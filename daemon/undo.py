@@ -21,7 +21,8 @@ import structlog
 
 from nordlys.daemon.journal import DONE, Entry, Journal
 from nordlys.daemon.mover import (
-    MAX_PLAN_ATTEMPTS, TEMP_PREFIX, MoveError, human_reason, move_file, plan_destinations, sha256_file,
+    ASIDE_PREFIX, MAX_PLAN_ATTEMPTS, TEMP_PREFIX, MoveError, aside_tag, human_reason, move_file, plan_destinations,
+    restore_aside, sha256_file,
 )
 from nordlys.daemon.placement import Verdict
 
@@ -102,9 +103,9 @@ def _recover_one(journal: Journal, entry: Entry) -> str:
     return RECOVERED_MISSING
 
 
-def _temp_owner_alive(name: str) -> bool:
-    """Temp names are TEMP_PREFIX + "<pid>-<random>"; a live other process may still be copying."""
-    pid_text = name[len(TEMP_PREFIX):].split("-", 1)[0]
+def _temp_owner_alive(name: str, prefix: str = TEMP_PREFIX) -> bool:
+    """Temp names are prefix + "<pid>-..."; a live other process may still be using it."""
+    pid_text = name[len(prefix):].split("-", 1)[0]
     if not pid_text.isdigit() or int(pid_text) == os.getpid():
         return False
     try:
@@ -134,6 +135,32 @@ def _remove_stale_temps(folder: Path) -> None:
             log.error("cannot remove leftover temporary copy", path=str(path), reason=human_reason(exc))
 
 
+def _settle_asides(folder: Path, entries: Sequence[Entry]) -> None:
+    """A crash between renaming a source aside and removing it (mover._unlink_source) leaves the
+    aside name: when it holds the moved bytes, which are at the destination, it goes; anything
+    else (a new file that had taken the source's name) gets that name back. Never deleted unsure."""
+    by_tag = {aside_tag(e.source.name): e for e in entries}
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.startswith(ASIDE_PREFIX))
+    except OSError:
+        return
+    for name in names:
+        if _temp_owner_alive(name, ASIDE_PREFIX):
+            continue
+        fields = name[len(ASIDE_PREFIX):].split("-")  # pid, tag, random
+        path, entry = folder / name, by_tag.get(fields[1] if len(fields) == 3 else "")
+        try:
+            if entry is None:
+                log.error("left an aside file of no interrupted move", path=str(path), reason="kept as it is")
+            elif _same_inode(path, entry.dest) or _regular_sha256(path) == entry.sha256 == _regular_sha256(entry.dest):
+                os.unlink(path)
+                log.warning("removed the old name of a finished move", path=str(path), dest=str(entry.dest))
+            else:
+                log.warning("gave a set-aside file its name back", path=str(restore_aside(path, entry.source)))
+        except (OSError, MoveError) as exc:
+            log.error("cannot settle an aside file", path=str(path), reason=str(exc))
+
+
 def recover_interrupted(journal: Journal) -> list[tuple[Entry, str]]:
     """Finish or roll back every move a crash interrupted; call at start-up of sort and watch.
 
@@ -147,6 +174,8 @@ def recover_interrupted(journal: Journal) -> list[tuple[Entry, str]]:
         results.append((entry, action))
     for folder in sorted({entry.dest.parent for entry, _ in results}):
         _remove_stale_temps(folder)
+    for folder in sorted({entry.source.parent for entry, _ in results}):
+        _settle_asides(folder, [entry for entry, _ in results if entry.source.parent == folder])
     return results
 
 

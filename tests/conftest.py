@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.tiny_models import make_green_model
 
@@ -65,3 +66,11 @@ def no_leaked_threads():
         t.join(timeout=5)
     still = [t.name for t in leaked if t.is_alive()]
     assert not still, f"test leaked threads: {still}"
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging():
+    """Undo any structlog set-up a test made (the CLI configures it once per process, bound to the
+    stderr of that moment, which pytest closes after the test)."""
+    yield
+    structlog.reset_defaults()
