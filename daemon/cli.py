@@ -37,6 +37,8 @@ EXTRA_VERBS = {
     "train": ("nordlys.train.cli", "fine-tune a backbone on your photos (needs nordlys[train])"),
     "export": ("nordlys.export.cli", "export a training run to ONNX, optionally int8 (needs nordlys[train])"),
     "eval": ("nordlys.export.eval_cli", "evaluate an ONNX model on labelled photos, with an HTML report"),
+    "retrain": ("nordlys.train.retrain_cli", "retrain the live model's head on your corrections, swap it in if better"),
+    "rollback": ("nordlys.daemon.rollback_cli", "put back the model the last retrain replaced"),
 }
 
 

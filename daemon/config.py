@@ -81,6 +81,7 @@ class WatchConfig:
     queue_size: int = 1000  # photos waiting in memory at most; more wait on disk for the next scan
     on_aurora: list[str] = field(default_factory=list)  # argv run per new aurora photo, its path appended; [] = off
     hook_timeout: float = 30.0  # seconds before an on_aurora command is killed
+    retrain_after: int = 0  # run `nordlys retrain` (at low priority) after this many new corrections; 0 = never
 
 
 @dataclass
@@ -150,6 +151,8 @@ def check_values(config: Config, *, source: str = "config") -> None:
         fail("watch.reconcile_interval", w.reconcile_interval, "seconds between rescans, or 0 for none")
     if w.queue_size < 1:
         fail("watch.queue_size", w.queue_size, "a positive number of photos")
+    if w.retrain_after < 0:
+        fail("watch.retrain_after", w.retrain_after, "a number of corrections, or 0 for never")
     for i, inbox in enumerate(config.inboxes):
         if inbox.poll_interval <= 0:
             fail(f"inboxes[{i}].poll_interval", inbox.poll_interval, "a positive number of seconds")

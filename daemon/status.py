@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from nordlys.daemon.config import Config
-from nordlys.daemon.journal import Entry, Journal, JournalError
+from nordlys.daemon.journal import Correction, Entry, Journal, JournalError, ModelRecord
 from nordlys.daemon.paths import default_journal_path
 from nordlys.daemon.placement import FOLDER_KEYS
 from nordlys.daemon.scan import scan_inbox
@@ -36,6 +36,8 @@ class StatusReport:
     folders: dict[str, Path] = field(default_factory=dict)  # folder key -> its path
     recent: list[Entry] = field(default_factory=list)  # newest first
     waiting: list[InboxWaiting] = field(default_factory=list)
+    corrections: list[Correction] = field(default_factory=list)  # photos the user moved to another folder
+    models: list[ModelRecord] = field(default_factory=list)  # retrained models, oldest first
 
 
 def output_folders(config: Config) -> dict[str, Path]:
@@ -74,6 +76,8 @@ def gather(config: Config, *, recent: int = 10) -> StatusReport:
             with Journal.open(journal_path) as journal:
                 report.counts = journal.counts()
                 report.recent = journal.recent(recent)
+                report.corrections = journal.corrections()
+                report.models = journal.models()
         except JournalError as exc:
             report.journal_error = str(exc)
     return report
@@ -95,10 +99,30 @@ def format_status(report: StatusReport) -> str:
         lines.append("  (no inboxes configured: pass --inbox DIR or set `inboxes` in the config)")
     for inbox in report.waiting:
         lines.append(f"  {inbox.path}: " + (inbox.error or _waiting_text(inbox)))
+    lines.extend(format_learning(report.corrections, report.models))
     if report.recent:
         lines.append("last decisions:")
         lines.extend(f"  {format_entry(e)}" for e in report.recent)
     return "\n".join(lines)
+
+
+def format_learning(corrections: list[Correction], models: list[ModelRecord]) -> list[str]:
+    """Corrections per move (old -> new label) and the model history with its gate metrics."""
+    moves: dict[str, int] = {}
+    for c in corrections:
+        key = f"{c.old_label} -> {c.new_label}"
+        moves[key] = moves.get(key, 0) + 1
+    lines = [f"corrections: {len(corrections)}" + (f" ({', '.join(f'{k} {n}' for k, n in moves.items())})"
+                                                   if moves else "")]
+    if models:
+        lines.append("models:")
+    for m in models:
+        when = datetime.fromisoformat(m.time).astimezone().strftime("%Y-%m-%d %H:%M")
+        shown = {k: m.metrics[k] for k in ("held_out_right_before", "held_out_right_after",
+                                           "val_balanced_accuracy_before", "val_balanced_accuracy_after")
+                 if k in m.metrics}
+        lines.append(f"  {when}  {m.status:<11} {m.version}  " + " ".join(f"{k}={v}" for k, v in shown.items()))
+    return lines
 
 
 def _waiting_text(inbox: InboxWaiting) -> str:

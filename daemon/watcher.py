@@ -171,3 +171,45 @@ def stop_observers(observers: Sequence[BaseObserver], timeout: float = 3.0) -> N
         observer.stop()
     for observer in observers:
         observer.join(timeout)
+
+
+class OutputHandler(FileSystemEventHandler):
+    """Output folders (aurora/, other/, review/): queue moves and arrivals for corrections.py.
+
+    A move is (src, dest); a file that appeared is (None, dest). Ignored names and anything
+    outside `folders` are dropped; the worker decides what is a correction.
+    """
+
+    def __init__(self, folders: Sequence[Path], *, ignore: Sequence[str],
+                 sink: Callable[[Path | None, Path], object]) -> None:
+        self.folders, self.ignore, self.sink = [Path(f) for f in folders], list(ignore), sink
+
+    def wanted(self, path: Path) -> bool:
+        return (any(f in path.parents for f in self.folders)
+                and not any(is_ignored(part, self.ignore) for part in path.parts[-2:]))
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        if event.is_directory or not isinstance(event, (FileMovedEvent, FileCreatedEvent)):
+            return
+        dest = _fs_path(event.dest_path if isinstance(event, FileMovedEvent) else event.src_path)
+        if not self.wanted(dest):
+            return
+        src = _fs_path(event.src_path) if isinstance(event, FileMovedEvent) else None
+        self.sink(src, dest)
+
+
+def start_output_observer(root: Path, folders: Sequence[Path], *, ignore: Sequence[str],
+                          sink: Callable[[Path | None, Path], object]) -> BaseObserver:
+    """One observer on the output root, recursive, so a move between two output folders arrives
+    as one move event (src and dest) rather than a deletion and an unrelated creation."""
+    observer = Observer()
+    observer.schedule(OutputHandler(folders, ignore=ignore, sink=sink), str(root), recursive=True,
+                      event_filter=[FileCreatedEvent, FileMovedEvent])
+    observer.daemon = True
+    try:
+        observer.start()
+    except OSError as exc:
+        stop_observers([observer] if observer.is_alive() else [])
+        raise WatchError(_watch_failure([str(root)], exc)) from None
+    log.info("watching for corrections", root=str(root), folders=[str(f) for f in folders])
+    return observer
