@@ -82,6 +82,7 @@ class WatchConfig:
     on_aurora: list[str] = field(default_factory=list)  # argv run per new aurora photo, its path appended; [] = off
     hook_timeout: float = 30.0  # seconds before an on_aurora command is killed
     retrain_after: int = 0  # run `nordlys retrain` (at low priority) after this many new corrections; 0 = never
+    retrain_data: Path | None = None  # original training data for retrain's validation gate: manifest CSV or folder
 
 
 @dataclass

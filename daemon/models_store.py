@@ -119,10 +119,15 @@ def signal_daemon(journal: Journal) -> int | None:
     return pid
 
 
-def spawn_retrain(config_file: Path | None) -> subprocess.Popen:
-    """`nordlys retrain` as a child at the lowest CPU and I/O priority (watch.retrain_after)."""
+def spawn_retrain(config_file: Path | None, data: Path | None = None) -> subprocess.Popen:
+    """`nordlys retrain` as a child at the lowest CPU and I/O priority (watch.retrain_after).
+
+    data (watch.retrain_data): the original training data, so the gate can check the new model
+    on the validation split too; without it only the held-out corrections judge it."""
     argv = [sys.executable, "-m", "nordlys.daemon", "retrain"]
     if config_file is not None:
         argv += ["--config", str(config_file)]
+    if data is not None:
+        argv += ["--manifest" if data.suffix.lower() == ".csv" else "--data", str(data)]
     log.info("retrain started", argv=argv)
     return subprocess.Popen(argv, preexec_fn=lambda: os.nice(19), start_new_session=True)

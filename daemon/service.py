@@ -280,7 +280,7 @@ class Service:
         if self.retrain is not None and self.retrain.poll() is None:  # type: ignore[attr-defined]
             return  # one at a time; the next correction tries again
         self.new_corrections = 0
-        self.retrain = spawn_retrain(self.source.file)
+        self.retrain = spawn_retrain(self.source.file, self.config.watch.retrain_data)
 
     def reload(self) -> bool:
         """SIGHUP: read the config again, load and check the model, then swap; on any error keep
