@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import TextIO
 
 import structlog
@@ -34,3 +35,13 @@ def configure_logging(*, format: str = "auto", level: str = "info", stream: Text
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    warnings.showwarning = _log_library_warning
+
+
+def _log_library_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                         file: object = None, line: str | None = None) -> None:
+    """Libraries' warnings (Pillow's "Corrupt EXIF data" on a bad photo, say) become debug events:
+    printed raw they would break the JSON-lines log under systemd, and the photo's own outcome is
+    logged anyway."""
+    structlog.get_logger("py.warnings").debug("library warning", message=str(message),
+                                              category=category.__name__, source=f"{filename}:{lineno}")
