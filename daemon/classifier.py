@@ -113,8 +113,14 @@ class Classifier:
         return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
 
     def _score_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        logits = self.session.run(None, {self.input_name: self.preprocess(images)})[0].astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
-        return probs[:, self.meta.positive_index].astype(np.float32)
+        logits = self.session.run(None, {self.input_name: self.preprocess(images)})[0]
+        return positive_probability(logits, self.meta.positive_index).astype(np.float32)
+
+
+def positive_probability(logits: np.ndarray, positive: int) -> np.ndarray:
+    """Softmax of (N, classes) logits, the positive class's column, in float64 (the contract's
+    output is logits; this is the one place that turns them into scores)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p[:, positive] / p.sum(axis=1)

@@ -22,7 +22,6 @@ Rules (pure: `folder_key`, `judge`):
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 import time
@@ -33,6 +32,7 @@ from typing import Callable, Mapping
 import structlog
 
 from nordlys.daemon.journal import Entry, Journal
+from nordlys.daemon.mover import sha256_file
 from nordlys.daemon.placement import AURORA, OTHER, REVIEW
 
 log = structlog.get_logger(__name__)
@@ -105,20 +105,12 @@ def _last_known_place(entry: Entry, sha256: str, journal: Journal) -> Path:
     return corrected[-1].path if corrected else entry.dest
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def record(move: Move, journal: Journal, folders: Mapping[str, Path]) -> Verdict | None:
     """Hash the file, judge the move, and write a correction (or a path update) to the journal."""
     if move.src is not None and folder_key(move.src, folders) is None:
         return None  # came from an inbox (the daemon filing it) or from elsewhere: never a correction
     try:
-        digest = sha256_of(move.dest)
+        digest = sha256_file(move.dest)[0]
     except OSError as exc:  # gone again, or unreadable: nothing to learn from
         log.debug("correction skipped", path=str(move.dest), reason=str(exc))
         return None

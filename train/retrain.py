@@ -34,8 +34,10 @@ import onnxruntime as ort
 import structlog
 from onnx import helper, numpy_helper
 
+from nordlys.daemon.classifier import positive_probability
 from nordlys.daemon.contract import OUTPUT_NAME, from_metadata, to_metadata
 from nordlys.daemon.loader import ImageLoadError, load_image
+from nordlys.train.metrics import confusion, from_confusion
 
 log = structlog.get_logger(__name__)
 
@@ -128,12 +130,6 @@ def _session(model: onnx.ModelProto, extra_output: str | None = None) -> ort.Inf
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _softmax_positive(logits: np.ndarray, positive: int) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return (p / p.sum(axis=1, keepdims=True))[:, positive]
-
-
 def extract(model_path: Path, photos: Sequence[Labelled], *, chunk: int = 32) -> Features:
     """Backbone features and the live model's scores for each readable photo (one pass)."""
     model = onnx.load(str(model_path))
@@ -156,7 +152,7 @@ def extract(model_path: Path, photos: Sequence[Labelled], *, chunk: int = 32) ->
         batch = np.stack(pixels).astype(np.float32) * scale + offset
         logits, feats = session.run([OUTPUT_NAME, head.feature], {session.get_inputs()[0].name: batch.transpose(0, 3, 1, 2)})
         xs.append(feats.reshape(len(pixels), -1).astype(np.float64))
-        scores.append(_softmax_positive(logits.astype(np.float64), meta.positive_index))
+        scores.append(positive_probability(logits.astype(np.float64), meta.positive_index))
     width = head.weight.shape[0]
     return Features(np.concatenate(xs) if xs else np.zeros((0, width)),
                     np.concatenate(scores) if scores else np.zeros(0), kept)
@@ -200,7 +196,7 @@ def _largest_eigenvalue(x: np.ndarray, wts: np.ndarray, iterations: int = 30) ->
 
 
 def predict(x: np.ndarray, w: np.ndarray, b: np.ndarray, positive: int) -> np.ndarray:
-    return _softmax_positive(x @ w + b, positive)
+    return positive_probability(x @ w + b, positive)
 
 
 def write_model(model_path: Path, out: Path, w: np.ndarray, b: np.ndarray, *, version: str,
@@ -243,8 +239,9 @@ def _drop_output_requantisation(model: onnx.ModelProto, head_index: int) -> None
 
 
 def balanced_accuracy(y: np.ndarray, scores: np.ndarray, threshold: float) -> float:
-    predicted = scores >= threshold
-    recalls = [float(np.mean(predicted[y == c] == bool(c))) for c in (0, 1) if np.any(y == c)]
+    """Mean of the per-class recalls present (a class missing from y is left out, not counted as 0)."""
+    m = from_confusion(**confusion(y, scores, threshold))
+    recalls = [r for r in (m["recall"], None if m["fpr"] is None else 1.0 - m["fpr"]) if r is not None]
     return float(np.mean(recalls)) if recalls else math.nan
 
 
