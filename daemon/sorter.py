@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 import structlog
 
@@ -17,6 +17,8 @@ from nordlys.daemon.progress import ProgressBar
 from nordlys.daemon.scan import scan_inbox
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -39,6 +41,23 @@ def output_dirs(target: Target) -> list[Path]:
     return [target.output_root / target.folder_name(key) for key in ("aurora", "other", "review", "rejected")]
 
 
+def tapered_batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """Batches of `size`, except that the last `size` items go in halving batches (8 -> 4, 2, 1, 1).
+
+    Why: once the last photo is decoded, the cores idle while the final batch is scored and
+    filed. A one-photo final batch shortens that tail from ~35 ms to a few on a 64-photo card
+    (bench/, docs/PERFORMANCE.md); the few smaller model calls cost far less than that.
+    """
+    head = max(len(items) - size, 0) // size * size  # full batches that stay full
+    batches: list[Sequence[T]] = [items[i:i + size] for i in range(0, head, size)]
+    rest = items[head:]
+    while rest:
+        take = max(len(rest) // 2, 1)
+        batches.append(rest[:take])
+        rest = rest[take:]
+    return batches
+
+
 def sort_tree(source: Path, *, pipeline: Pipeline, recursive: bool, ignore: Sequence[str],
               journal: Journal | None, batch_size: int, command: str = "sort") -> SortSummary:
     """Sort every file under `source` once. Output folders inside `source` are never re-sorted."""
@@ -50,7 +69,7 @@ def sort_tree(source: Path, *, pipeline: Pipeline, recursive: bool, ignore: Sequ
     summary.skipped = scan.skipped
     groups = group_files(scan.files)
     run_id = journal.start_run(command) if journal is not None and not pipeline.dry_run else None
-    batches = [groups[i:i + batch_size] for i in range(0, len(groups), batch_size)]
+    batches = tapered_batches(groups, batch_size)
     with ProgressBar(len(groups), label="sorting") as bar:
         # process_batches decodes the next batches while this one is scored and filed
         for batch, outcomes in zip(batches, pipeline.process_batches(batches, inbox=source, run_id=run_id)):

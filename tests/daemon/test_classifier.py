@@ -76,3 +76,20 @@ def test_not_an_onnx_file(tmp_path):
     path.write_bytes(b"not a model")
     with pytest.raises(ModelError, match="cannot load ONNX model"):
         Classifier(path)
+
+
+def test_preprocess_is_the_contracts_normalisation_per_channel(tmp_path):
+    # distinct means and stds per channel catch a channel mix-up or an NHWC/NCHW slip
+    from nordlys.daemon.contract import ModelMeta, to_metadata
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    props = to_metadata(ModelMeta(labels=("other", "aurora"), input_size=8, mean=mean, std=std,
+                                  threshold=0.5, version="p"))
+    clf = Classifier(make_green_model(tmp_path / "p.onnx", size=8, metadata=props))
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(3)]
+    batch = clf.preprocess(images)
+    assert batch.shape == (3, 3, 8, 8) and batch.dtype == np.float32 and batch.flags.c_contiguous
+    for n, image in enumerate(images):
+        for c in range(3):
+            expected = (image[:, :, c].astype(np.float64) / 255 - mean[c]) / std[c]
+            np.testing.assert_allclose(batch[n, c], expected, atol=1e-5)
