@@ -28,7 +28,7 @@ from nordlys.daemon.classifier import Classifier
 from nordlys.daemon.config import FoldersConfig
 from nordlys.daemon.grouping import PhotoGroup
 from nordlys.daemon.journal import Journal
-from nordlys.daemon.loader import ImageLoadError, load_image
+from nordlys.daemon.loader import ImageLoadError, load_image, warm_up
 from nordlys.daemon.mover import KnownHash, MoveError, MoveResult, move_group, read_hashed
 from nordlys.daemon.placement import REJECTED, Verdict, decide, destination_dir
 
@@ -88,6 +88,7 @@ class Pipeline:
         self.planned: set[Path] = set()  # names a dry run has "used", so two groups never claim one
         self.pool = ThreadPoolExecutor(max_workers=decode_workers or usable_cpus(),
                                        thread_name_prefix="nordlys-decode")
+        warm_up()  # one-time set-up belongs here, not in the first photo's latency
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

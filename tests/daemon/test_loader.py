@@ -725,3 +725,8 @@ def test_fuzz_mutated_images_raise_only_image_load_error(name, edits, keep):
     for where, value in edits:
         data[int(where * len(data))] = value
     _only_image_load_error_within_2s(Path(name), bytes(data[: max(1, int(len(data) * keep))]))
+
+
+def test_warm_up_registers_every_claimed_format_before_the_first_photo():
+    from nordlys.daemon.loader import warm_up
+    assert {"JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF", "HEIF"} <= set(warm_up())  # MPO opens as JPEG
