@@ -11,6 +11,8 @@ import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
+
 from nordlys.daemon.classifier import Classifier, ModelError
 from nordlys.daemon.config import Config, ConfigError, InboxConfig, check_paths
 from nordlys.daemon.journal import Journal
@@ -42,8 +44,26 @@ def model_path(config: Config) -> Path:
 
 
 def load_classifier(config: Config) -> Classifier:
+    """The configured model, loaded and probed (check_model) before any photo depends on it."""
     m = config.model
-    return Classifier(model_path(config), providers=m.providers, threads=m.threads, batch_size=m.batch_size)
+    classifier = Classifier(model_path(config), providers=m.providers, threads=m.threads, batch_size=m.batch_size)
+    check_model(classifier)
+    return classifier
+
+
+def check_model(classifier: Classifier) -> None:
+    """The model must score test images to probabilities before it sorts anything (or replaces the
+    running model on a reload): a graph that loads but cannot run is refused with exit code 3 at
+    start, instead of failing every photo. The probe is one full batch, so it also takes
+    onnxruntime's first-run allocations out of the first photos' time."""
+    size, count = classifier.meta.input_size, max(classifier.batch_size, 2)
+    probe = [np.full((size, size, 3), 128 * (i % 2), dtype=np.uint8) for i in range(count)]
+    try:
+        scores = classifier.score(probe)
+    except Exception as exc:  # onnxruntime raises its own types for a graph that cannot run
+        raise ModelError(f"{classifier.path}: cannot score a test image: {exc}") from None
+    if scores.shape != (count,) or not np.all(np.isfinite(scores)) or not np.all((scores >= 0) & (scores <= 1)):
+        raise ModelError(f"{classifier.path}: test scores {scores.tolist()}: expected {count} probabilities in [0, 1]")
 
 
 def build_target(config: Config, classifier: Classifier) -> Target:

@@ -31,11 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import structlog
 
 from nordlys.daemon import runtime
-from nordlys.daemon.classifier import Classifier, ModelError
+from nordlys.daemon.classifier import Classifier
 from nordlys.daemon.config import Config, ConfigError, load_config
 from nordlys.daemon.corrections import CorrectionWorker
 from nordlys.daemon.grouping import (
@@ -101,21 +100,8 @@ class Parts:
         self.pipeline.close()
 
 
-def check_model(classifier: Classifier) -> None:
-    """A new model must score a probe image to a probability before it replaces the old one."""
-    size = classifier.meta.input_size
-    probe = [np.zeros((size, size, 3), dtype=np.uint8), np.full((size, size, 3), 128, dtype=np.uint8)]
-    try:
-        scores = classifier.score(probe)
-    except Exception as exc:  # onnxruntime raises its own types for a graph that cannot run
-        raise ModelError(f"{classifier.path}: cannot score a test image: {exc}") from None
-    if scores.shape != (2,) or not np.all(np.isfinite(scores)) or not np.all((scores >= 0) & (scores <= 1)):
-        raise ModelError(f"{classifier.path}: test scores {scores.tolist()}: expected two probabilities in [0, 1]")
-
-
 def build_parts(config: Config, journal: Journal) -> Parts:
-    classifier = runtime.load_classifier(config)
-    check_model(classifier)
+    classifier = runtime.load_classifier(config)  # probed: it scores test images before it is used
     target = runtime.build_target(config, classifier)
     pipeline = Pipeline(classifier, journal, target, max_pixels=config.model.max_pixels)
     hooks = HookRunner(config.watch.on_aurora, timeout=config.watch.hook_timeout)

@@ -49,3 +49,16 @@ def make_green_model(path: Path, *, size: int = 32, threshold: float = 0.5, vers
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def make_nan_model(path: Path, *, size: int = 32) -> Path:
+    """A contract-following model that loads but scores nothing: its logits are multiplied by
+    infinity, so every probability comes out NaN (the start-up probe must refuse it)."""
+    good = onnx.load(str(make_green_model(path, size=size, version="nan-test-1")))
+    graph = good.graph
+    graph.node[-1].output[0] = "finite"
+    graph.node.append(helper.make_node("Mul", ["finite", "INF"], [OUTPUT_NAME]))
+    graph.initializer.append(numpy_helper.from_array(np.array([np.inf], dtype=np.float32), "INF"))
+    onnx.checker.check_model(good)
+    onnx.save(good, str(path))
+    return path

@@ -148,6 +148,17 @@ def test_dry_run_moves_nothing(tmp_path, green_model, make_tree):
     assert tree(tmp_path) == before
 
 
+def test_a_model_that_cannot_score_is_refused_before_anything_moves(tmp_path, make_tree):
+    from tests.tiny_models import make_nan_model
+    inbox = make_tree({"in/a.jpg": b"not really", "in/b.txt": b"x"}) / "in"
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    before = tree(tmp_path)
+    proc = run_nordlys("sort", str(inbox), "--model", str(make_nan_model(tmp_path / "nan.onnx")), env=env)
+    assert proc.returncode == 3, proc.stderr
+    assert "nan.onnx: test scores" in proc.stderr and "expected 8 probabilities" in proc.stderr
+    assert tree(tmp_path) == {**before, "nan.onnx": sha(tmp_path / "nan.onnx")}
+
+
 def test_classify_json_lines(tmp_path, green_model):
     Image.new("RGB", (300, 200), (10, 220, 30)).save(tmp_path / "green.jpg")
     Image.new("RGB", (300, 200), (90, 90, 90)).save(tmp_path / "grey.png")
