@@ -47,7 +47,8 @@ def _export(backbone: str, out: Path, *, weights: Path | None) -> None:
     tmp.replace(out)
 
 
-def _quantize(backbone: str, fp32: Path, out: Path, *, data_dir: Path) -> None:
+def _quantize(backbone: str, fp32: Path, out: Path, *, data_dir: Path, label: str = "int8", **variant) -> None:
+    """int8 as `nordlys export --int8` makes it; `variant`: quantize_int8's overrides/keep_float."""
     from nordlys.export.onnx_export import write_metadata
     from nordlys.export.quantize import quantize_int8
     from nordlys.train.data import Sample
@@ -55,9 +56,16 @@ def _quantize(backbone: str, fp32: Path, out: Path, *, data_dir: Path) -> None:
     samples = [Sample(s.path, LABELS.index(s.label), group=s.path.name)
                for s in pick_sources(data_dir, CALIBRATION)]
     tmp = out.with_name(f"{out.name}.{os.getpid()}.part")
-    quantize_int8(fp32, tmp, samples)
-    write_metadata(tmp, _meta(backbone, "int8"))
+    quantize_int8(fp32, tmp, samples, **variant)
+    write_metadata(tmp, _meta(backbone, label))
     tmp.replace(out)
+
+
+def quantized_variant(backbone: str, fp32: Path, out: Path, *, data_dir: Path, **variant) -> Path:
+    """An int8 file quantised with other settings than the shipped ones, made once and cached."""
+    if not out.exists():
+        _quantize(backbone, fp32, out, data_dir=data_dir, label=out.stem.removeprefix(f"{backbone}-"), **variant)
+    return out
 
 
 def bundled_int8_gate(model: Path) -> dict:

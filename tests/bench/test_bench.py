@@ -83,3 +83,43 @@ def test_p95_is_an_observed_value():
     assert p95([0.1] * 19 + [9.0]) == 0.1
     assert p95([float(i) for i in range(1, 101)]) == 95.0
     assert p95([0.3]) == 0.3
+
+
+def test_int8_variants_pick_the_float_nodes_they_name():
+    """bench/int8_variants.py leaves these convolutions in float: the stem, the first depthwise, every depthwise."""
+    from onnx import TensorProto, helper
+
+    from bench.int8_variants import all_depthwise, stem, stem_and_first_depthwise, variants
+
+    def conv(name, group):
+        return helper.make_node("Conv", ["x", "w"], [name], name=name, group=group)
+
+    graph = helper.make_graph([conv("stem", 1), helper.make_node("Relu", ["stem"], ["r"], name="relu"),
+                               conv("dw1", 32), conv("pw1", 1), conv("dw2", 96)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("dw2", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph)
+    assert stem(model) == ["stem"]
+    assert stem_and_first_depthwise(model) == ["stem", "dw1"]
+    assert all_depthwise(model) == ["dw1", "dw2"]
+    assert list(variants())[0].startswith("shipped") and variants()[next(iter(variants()))] == {}
+
+
+@pytest.mark.slow
+def test_revisions_compares_a_commit_with_the_working_tree(shared_data):
+    """bench/revisions.py imports each revision's daemon from its own extracted copy."""
+    proc = subprocess.run([sys.executable, "-m", "bench.revisions", "HEAD", ".", "--rounds", "1", "--images", "2",
+                           "--data", str(shared_data)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| HEAD", "| .", "| decode-bound limit"]
+    assert all(float(r.split(" | ")[1]) > 0 for r in rows[1:])
+
+
+def test_revisions_extracts_the_daemon_of_a_commit(tmp_path):
+    from bench.revisions import REPO as ROOT, extract
+
+    assert extract(".", tmp_path) == ROOT
+    root = extract("HEAD", tmp_path)
+    assert (root / "nordlys" / "daemon" / "pipeline.py").is_file()
+    assert not (root / "nordlys" / "train").exists()  # only the daemon is swapped
