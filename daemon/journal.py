@@ -176,6 +176,16 @@ class IntentItem:
     undoes: int | None = None
 
 
+@dataclass(frozen=True)
+class Finished:
+    """One finished move, for `Journal.done_many`."""
+
+    entry_id: int
+    dest: Path
+    created_dirs: tuple[Path, ...] = ()
+    detail: str = ""
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
@@ -383,18 +393,26 @@ class Journal:
     def done(self, entry_id: int, dest: Path, *, created_dirs: Sequence[Path] = (), detail: str = "") -> None:
         """The file is at `dest`. created_dirs: folders the move had to make (undo removes them
         again when empty). For an undo entry this also marks the entry it reverses "undone"."""
+        self.done_many([Finished(entry_id, dest, tuple(created_dirs), detail)])
+
+    def done_many(self, items: Sequence["Finished"]) -> None:
+        """`done` for many entries in one transaction (the pipeline closes a whole batch at once:
+        one commit, so one fsync, instead of one per photo)."""
+        if not items:
+            return
         now = utc_now()
         with self._tx() as conn:
-            run_id, undoes = conn.execute("SELECT run_id, undoes FROM entries WHERE id = ?",
-                                          (entry_id,)).fetchone()
-            status = RESTORED if undoes is not None else DONE
-            conn.execute("UPDATE entries SET status = ?, dest = ?, detail = ?, updated = ? WHERE id = ?",
-                         (status, _path_in(dest), detail, now, entry_id))
-            if undoes is not None:
-                conn.execute("UPDATE entries SET status = ?, detail = ?, updated = ? WHERE id = ?",
-                             (UNDONE, f"restored to {dest} (entry {entry_id})", now, undoes))
-            conn.executemany("INSERT OR IGNORE INTO created_dirs (run_id, path) VALUES (?, ?)",
-                             [(run_id, _path_in(d)) for d in created_dirs])
+            for item in items:
+                run_id, undoes = conn.execute("SELECT run_id, undoes FROM entries WHERE id = ?",
+                                              (item.entry_id,)).fetchone()
+                status = RESTORED if undoes is not None else DONE
+                conn.execute("UPDATE entries SET status = ?, dest = ?, detail = ?, updated = ? WHERE id = ?",
+                             (status, _path_in(item.dest), item.detail, now, item.entry_id))
+                if undoes is not None:
+                    conn.execute("UPDATE entries SET status = ?, detail = ?, updated = ? WHERE id = ?",
+                                 (UNDONE, f"restored to {item.dest} (entry {item.entry_id})", now, undoes))
+                conn.executemany("INSERT OR IGNORE INTO created_dirs (run_id, path) VALUES (?, ?)",
+                                 [(run_id, _path_in(d)) for d in item.created_dirs])
 
     def failed(self, entry_id: int, reason: str) -> None:
         """The move did not happen; the file stayed at its source."""

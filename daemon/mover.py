@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import structlog
 
 from nordlys.daemon.grouping import PhotoGroup, split_name
-from nordlys.daemon.journal import IntentItem, Journal
+from nordlys.daemon.journal import Finished, IntentItem, Journal
 from nordlys.daemon.placement import Verdict
 
 log = structlog.get_logger(__name__)
@@ -459,18 +459,32 @@ def _roll_back(moved: Sequence[tuple[MoveResult, int | None]], journal: Journal 
 
 
 def _move_planned(group: PhotoGroup, plan: dict[Path, Path], hashed: Sequence[KnownHash],
-                  entry_ids: Sequence[int | None], verdict: Verdict, journal: Journal | None) -> list[MoveResult]:
+                  entry_ids: Sequence[int | None], verdict: Verdict, journal: Journal | None,
+                  finished: list[Finished] | None = None) -> list[MoveResult]:
+    """Move every member to its planned name. finished: where to leave the group's "done" rows
+    for the caller to write in one transaction with other groups' (None: each is written at
+    once). They are left there only when the whole group moved; when a member fails, the rows
+    of those already moved are written first, so the journal then tells their way back."""
     moved: list[tuple[MoveResult, int | None]] = []
+    rows: list[Finished] = []
     for i, member in enumerate(group.members):
         try:
             result = move_file(member, plan[member], expected_sha256=hashed[i].sha256, known=hashed[i])
         except (MoveError, OSError) as exc:
+            if journal is not None:
+                journal.done_many(rows)
             _abandon(exc, member, plan[member], moved, entry_ids[i:], journal)
             raise
         if journal is not None and entry_ids[i] is not None:
-            journal.done(entry_ids[i], result.dest, created_dirs=result.created_dirs)
+            row = Finished(entry_ids[i], result.dest, result.created_dirs)  # type: ignore[arg-type]
+            if finished is None:
+                journal.done_many([row])
+            else:
+                rows.append(row)
         log.debug("moved", src=str(member), dest=str(result.dest), folder=verdict.folder, score=verdict.score)
         moved.append((result, entry_ids[i]))
+    if finished is not None:
+        finished.extend(rows)
     return [r for r, _ in moved]
 
 
@@ -512,6 +526,42 @@ def _hash_members(group: PhotoGroup, known: Mapping[Path, KnownHash]) -> list[Kn
     return hashed
 
 
+@dataclass(frozen=True)
+class PlannedGroup:
+    """A group checked, hashed and given free names in its folder: ready to be journaled and moved."""
+
+    group: PhotoGroup
+    dest_dir: Path
+    verdict: Verdict
+    plan: dict[Path, Path]
+    hashed: tuple[KnownHash, ...]
+
+    def known(self) -> dict[Path, KnownHash]:
+        return dict(zip(self.group.members, self.hashed, strict=True))
+
+    def intents(self, group_id: str) -> list[IntentItem]:
+        return [IntentItem(m, self.plan[m], h.size, h.sha256, self.verdict, group_id)
+                for m, h in zip(self.group.members, self.hashed, strict=True)]
+
+
+def plan_group(group: PhotoGroup, dest_dir: Path, verdict: Verdict, *, taken: set[Path],
+               known: Mapping[Path, KnownHash] | None = None) -> PlannedGroup:
+    """Check and hash a group's members and choose their names in dest_dir, none of them in
+    `taken`; the chosen names are added to `taken`, so groups planned together never share one.
+    known: hashes taken when the members were read (see move_group). Raises MoveError."""
+    dest_dir = Path(dest_dir)
+    for member in group.members:
+        if member.parent == dest_dir:
+            raise MoveError(member, f"is already in the destination folder {dest_dir}")
+    hashed = _hash_members(group, known or {})
+    try:
+        plan = plan_destinations(group.members, dest_dir, reserved=taken)
+    except ValueError as exc:  # no free name fits: this group stays, the batch goes on
+        raise MoveError(group.primary, f"{exc}; not moved") from None
+    taken.update(plan.values())
+    return PlannedGroup(group, dest_dir, verdict, plan, tuple(hashed))
+
+
 def move_group(group: PhotoGroup, dest_dir: Path, verdict: Verdict, *, journal: Journal | None,
                run_id: int | None, dry_run: bool = False, reserved: set[Path] | None = None,
                known: Mapping[Path, KnownHash] | None = None) -> list[MoveResult]:
@@ -523,39 +573,63 @@ def move_group(group: PhotoGroup, dest_dir: Path, verdict: Verdict, *, journal: 
     taken when they were read (read_hashed), trusted while their signature is unchanged; a member
     whose signature changed since is not moved (its verdict was made from other bytes).
     """
-    dest_dir = Path(dest_dir)
-    for member in group.members:
-        if member.parent == dest_dir:
-            raise MoveError(member, f"is already in the destination folder {dest_dir}")
-    hashed = _hash_members(group, known or {})
     taken = reserved if reserved is not None else set()
     for _attempt in range(MAX_PLAN_ATTEMPTS):
-        try:
-            plan = plan_destinations(group.members, dest_dir, reserved=taken)
-        except ValueError as exc:  # no free name fits: this group stays, the batch goes on
-            raise MoveError(group.primary, f"{exc}; not moved") from None
+        planned = plan_group(group, dest_dir, verdict, taken=taken, known=known)
         if dry_run:
-            return _dry_run(group, plan, hashed, verdict, taken)
+            return _dry_run(planned)
         entry_ids: list[int | None] = [None] * len(group.members)
         if journal is not None:
-            group_id = uuid.uuid4().hex
-            entry_ids = list(journal.intents(run_id, [
-                IntentItem(m, plan[m], h.size, h.sha256, verdict, group_id)
-                for m, h in zip(group.members, hashed, strict=True)]))
+            entry_ids = list(journal.intents(run_id, planned.intents(uuid.uuid4().hex)))
         try:
-            return _move_planned(group, plan, hashed, entry_ids, verdict, journal)
+            return _move_planned(group, planned.plan, planned.hashed, entry_ids, verdict, journal)
         except FileExistsError as exc:
             log.info("destination taken, re-planning", path=str(group.primary), dest=str(exc.filename))
+            known = planned.known()
     raise MoveError(group.primary, f"free names in {dest_dir} kept being taken "
                                    f"({MAX_PLAN_ATTEMPTS} attempts); not moved")
 
 
-def _dry_run(group: PhotoGroup, plan: dict[Path, Path], hashed: Sequence[KnownHash], verdict: Verdict,
-             reserved: set[Path]) -> list[MoveResult]:
+def move_groups(planned: Sequence[PlannedGroup], *, journal: Journal,
+                run_id: int | None) -> list[list[MoveResult] | Exception]:
+    """File groups planned together (plan_group, one `taken` set) with two journal transactions
+    in all instead of two per group: every intent before anything moves, every "done" after
+    the last move. Each group still moves whole or not at all, and a crash at any point leaves
+    intents that start-up recovery settles one by one, as for a single group.
+
+    Returns, per group, its moves or the exception that kept it in place (any exception: one
+    group's failure never stops the others). A group whose planned name was taken meanwhile is
+    filed again on its own (move_group re-plans it)."""
+    group_ids = [uuid.uuid4().hex for _ in planned]
+    ids = iter(journal.intents(run_id, [item for p, g in zip(planned, group_ids) for item in p.intents(g)]))
+    finished: list[Finished] = []
+    results: list[list[MoveResult] | Exception] = []
+    try:
+        for p in planned:
+            entry_ids: list[int | None] = [next(ids) for _ in p.group.members]
+            try:
+                results.append(_move_planned(p.group, p.plan, p.hashed, entry_ids, p.verdict, journal, finished))
+            except FileExistsError as exc:
+                log.info("destination taken, re-planning", path=str(p.group.primary), dest=str(exc.filename))
+                try:
+                    results.append(move_group(p.group, p.dest_dir, p.verdict, journal=journal, run_id=run_id,
+                                              known=p.known()))
+                except Exception as again:
+                    results.append(again)
+            except Exception as exc:
+                results.append(exc)
+    finally:
+        journal.done_many(finished)
+    return results
+
+
+def _dry_run(planned: PlannedGroup) -> list[MoveResult]:
+    """What filing the group would do: every member checked and hashed, nothing touched (its
+    names are in `taken` already, so the next group of the dry run does not get them)."""
     results = []
-    for member, h in zip(group.members, hashed, strict=True):
-        result = move_file(member, plan[member], expected_sha256=h.sha256, dry_run=True, known=h)
-        log.debug("would move", src=str(member), dest=str(result.dest), folder=verdict.folder, score=verdict.score)
+    for member, h in zip(planned.group.members, planned.hashed, strict=True):
+        result = move_file(member, planned.plan[member], expected_sha256=h.sha256, dry_run=True, known=h)
+        log.debug("would move", src=str(member), dest=str(result.dest), folder=planned.verdict.folder,
+                  score=planned.verdict.score)
         results.append(result)
-    reserved.update(plan.values())
     return results

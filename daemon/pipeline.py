@@ -29,7 +29,8 @@ from nordlys.daemon.config import FoldersConfig
 from nordlys.daemon.grouping import PhotoGroup
 from nordlys.daemon.journal import Journal
 from nordlys.daemon.loader import ImageLoadError, load_image, warm_up
-from nordlys.daemon.mover import KnownHash, MoveError, MoveResult, move_group, read_hashed
+from nordlys.daemon.mover import (KnownHash, MoveError, MoveResult, PlannedGroup, move_group, move_groups,
+                                  plan_group, read_hashed)
 from nordlys.daemon.placement import REJECTED, Verdict, decide, destination_dir
 
 log = structlog.get_logger(__name__)
@@ -156,9 +157,13 @@ class Pipeline:
         decoded = [f.result() for f in futures]  # decode never raises: errors come back as values
         verdicts = self._score(decoded)
         per_group_ms = (time.perf_counter() - started) * 1000 / max(len(groups), 1)
-        return [self._left_for_later(group) if d.torn else
-                self.file(group, verdict, inbox=inbox, run_id=run_id, millis=per_group_ms, known=d.known)
-                for group, verdict, d in zip(groups, verdicts, decoded)]
+        outcomes: list[Outcome | None] = [self._left_for_later(g) if d.torn else None for g, d in zip(groups, decoded)]
+        todo = [i for i, o in enumerate(outcomes) if o is None]
+        filed = self.file_batch([(groups[i], verdicts[i], decoded[i].known) for i in todo], inbox=inbox,
+                                run_id=run_id, millis=per_group_ms)
+        for i, outcome in zip(todo, filed):
+            outcomes[i] = outcome
+        return outcomes  # type: ignore[return-value]
 
     @staticmethod
     def _left_for_later(group: PhotoGroup) -> Outcome:
@@ -167,25 +172,58 @@ class Pipeline:
         log.info("left in place", path=str(group.primary), reason=reason)
         return Outcome(group, None, [], error=reason)
 
+    def _dest_dir(self, group: PhotoGroup, verdict: Verdict, inbox: Path) -> Path:
+        t = self.target
+        return destination_dir(group.primary, inbox=inbox, output_root=t.output_root,
+                               folder_name=t.folder_name(verdict.folder), keep_subfolders=t.keep_subfolders)
+
     def file(self, group: PhotoGroup, verdict: Verdict, *, inbox: Path, run_id: int | None,
              millis: float = 0.0, known: KnownHash | None = None) -> Outcome:
-        t = self.target
-        dest_dir = destination_dir(group.primary, inbox=inbox, output_root=t.output_root,
-                                   folder_name=t.folder_name(verdict.folder), keep_subfolders=t.keep_subfolders)
+        """File one group (a companion following its photo, a dry run's group): its own journal
+        transactions. Whole batches go through file_batch."""
         start = time.perf_counter()
         try:
-            moved = move_group(group, dest_dir, verdict, journal=self.journal, run_id=run_id, dry_run=self.dry_run,
-                               reserved=self.planned if self.dry_run else None,
+            moved = move_group(group, self._dest_dir(group, verdict, inbox), verdict, journal=self.journal,
+                               run_id=run_id, dry_run=self.dry_run, reserved=self.planned if self.dry_run else None,
                                known={group.primary: known} if known is not None else None)
         except Exception as exc:  # one photo's failure, whatever it is, must not stop the batch
-            reason = exc.reason if isinstance(exc, MoveError) else f"{type(exc).__name__}: {exc}"
-            if not os.path.lexists(group.primary):  # deleted or moved away meanwhile: nothing is in place
-                log.info("gone before it was filed", path=str(group.primary), reason=reason)
-            else:
-                log.error("left in place", path=str(group.primary), reason=reason, folder=verdict.folder,
-                          exc_info=not isinstance(exc, (MoveError, OSError)))
-            return Outcome(group, None, [], error=reason)
-        ms = millis + (time.perf_counter() - start) * 1000
+            return self._not_filed(group, verdict, exc)
+        return self._filed(group, verdict, moved, millis + (time.perf_counter() - start) * 1000)
+
+    def file_batch(self, items: Sequence[tuple[PhotoGroup, Verdict, KnownHash | None]], *, inbox: Path,
+                   run_id: int | None, millis: float = 0.0) -> list[Outcome]:
+        """File decided groups together: one journal transaction for all their intents and one for
+        all their "done" rows (mover.move_groups), instead of two per photo. Outcomes in order."""
+        if self.dry_run or self.journal is None or len(items) < 2:
+            return [self.file(g, v, inbox=inbox, run_id=run_id, millis=millis, known=k) for g, v, k in items]
+        start = time.perf_counter()
+        outcomes: list[Outcome | None] = [None] * len(items)
+        planned: list[tuple[int, PlannedGroup]] = []
+        taken: set[Path] = set()
+        for i, (group, verdict, known) in enumerate(items):
+            try:
+                planned.append((i, plan_group(group, self._dest_dir(group, verdict, inbox), verdict, taken=taken,
+                                              known={group.primary: known} if known is not None else None)))
+            except Exception as exc:
+                outcomes[i] = self._not_filed(group, verdict, exc)
+        results = move_groups([p for _, p in planned], journal=self.journal, run_id=run_id)
+        ms = millis + (time.perf_counter() - start) * 1000 / len(items)
+        for (i, p), result in zip(planned, results):
+            outcomes[i] = (self._not_filed(p.group, p.verdict, result) if isinstance(result, Exception)
+                           else self._filed(p.group, p.verdict, result, ms))
+        return outcomes  # type: ignore[return-value]
+
+    @staticmethod
+    def _not_filed(group: PhotoGroup, verdict: Verdict, exc: Exception) -> Outcome:
+        reason = exc.reason if isinstance(exc, MoveError) else f"{type(exc).__name__}: {exc}"
+        if not os.path.lexists(group.primary):  # deleted or moved away meanwhile: nothing is in place
+            log.info("gone before it was filed", path=str(group.primary), reason=reason)
+        else:
+            log.error("left in place", path=str(group.primary), reason=reason, folder=verdict.folder,
+                      exc_info=exc if not isinstance(exc, (MoveError, OSError)) else False)
+        return Outcome(group, None, [], error=reason)
+
+    def _filed(self, group: PhotoGroup, verdict: Verdict, moved: list[MoveResult], ms: float) -> Outcome:
         if verdict.folder == REJECTED:
             log.warning("rejected", path=str(group.primary), reason=verdict.reason, ms=round(ms, 1))
         else:

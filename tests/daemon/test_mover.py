@@ -19,7 +19,8 @@ from structlog.testing import capture_logs
 from nordlys.daemon.grouping import PhotoGroup, group_files
 from nordlys.daemon.journal import DONE, FAILED, ROLLED_BACK, Journal
 from nordlys.daemon.mover import (
-    NAME_MAX, TEMP_PREFIX, MoveError, _copy_into_place, move_file, move_group, plan_destinations, sha256_file,
+    NAME_MAX, TEMP_PREFIX, MoveError, _copy_into_place, move_file, move_group, move_groups, plan_destinations,
+    plan_group, sha256_file,
 )
 from nordlys.daemon.placement import Verdict
 
@@ -344,6 +345,80 @@ def test_name_taken_during_the_move_replans_the_whole_group(tmp_path):
     assert statuses == [("IMG_3.jpg", ROLLED_BACK), ("IMG_3.xmp", ROLLED_BACK),
                         ("IMG_3_1.jpg", DONE), ("IMG_3_1.xmp", DONE)]
     assert sorted(os.listdir(out)) == ["IMG_3.xmp", "IMG_3_1.jpg", "IMG_3_1.xmp"]
+
+
+class CountingJournal(Journal):
+    """A real journal that counts its write transactions for entries (each one is a commit and an fsync)."""
+
+    calls: Counter
+
+    def intents(self, run_id, items):
+        self.calls["intents"] += 1
+        return super().intents(run_id, items)
+
+    def done_many(self, items):
+        self.calls["done_many"] += 1 if items else 0
+        return super().done_many(items)
+
+
+def test_groups_planned_together_get_distinct_names_and_two_transactions_in_all(tmp_path):
+    # three photos named alike in three folders, all bound for one folder: planning together must
+    # not hand one free name to two of them, and the journal commits twice, not six times
+    groups = [make_group(tmp_path / "in" / d, ["IMG_7.jpg", "IMG_7.xmp"]) for d in ("a", "b", "c")]
+    out = tmp_path / "out"
+    write(out / "IMG_7.jpg", b"already there")
+    j = CountingJournal.open(tmp_path / "j.sqlite")
+    j.calls = Counter()
+    with j:
+        run = j.start_run("sort")
+        taken: set[Path] = set()
+        planned = [plan_group(g, out, AURORA, taken=taken) for g in groups]
+        results = move_groups(planned, journal=j, run_id=run)
+        entries = j.entries(run_id=run, status=None)
+    assert j.calls == Counter(intents=1, done_many=1)
+    names = [[r.dest.name for r in res] for res in results]
+    assert names == [["IMG_7_1.jpg", "IMG_7_1.xmp"], ["IMG_7_2.jpg", "IMG_7_2.xmp"], ["IMG_7_3.jpg", "IMG_7_3.xmp"]]
+    assert (out / "IMG_7.jpg").read_bytes() == b"already there"
+    assert [(e.dest.name, e.status) for e in entries] == [(n, DONE) for group in names for n in group]
+    assert len({e.group_id for e in entries}) == 3
+    for d, group in zip("abc", names):  # each file's bytes arrived, under its group's shared suffix
+        assert (out / group[1]).read_bytes() == b"bytes of IMG_7.xmp" and not (tmp_path / "in" / d / "IMG_7.jpg").exists()
+
+
+def test_one_group_failing_in_a_batch_leaves_the_others_filed(tmp_path, immutable):
+    ok1 = make_group(tmp_path / "in" / "a", ["A.jpg"])
+    stuck = make_group(tmp_path / "in" / "b", ["B.jpg", "B.xmp"])
+    ok2 = make_group(tmp_path / "in" / "c", ["C.jpg"])
+    immutable(stuck.members[1])
+    out = tmp_path / "out"
+    with Journal.open(tmp_path / "j.sqlite") as j:
+        run = j.start_run("sort")
+        taken: set[Path] = set()
+        results = move_groups([plan_group(g, out, AURORA, taken=taken) for g in (ok1, stuck, ok2)],
+                              journal=j, run_id=run)
+        statuses = {e.source.name: e.status for e in j.entries(run_id=run, status=None)}
+    assert [r.dest.name for r in results[0]] == ["A.jpg"] and [r.dest.name for r in results[2]] == ["C.jpg"]
+    assert isinstance(results[1], MoveError) and "operation not permitted" in str(results[1])
+    assert statuses == {"A.jpg": DONE, "B.jpg": ROLLED_BACK, "B.xmp": FAILED, "C.jpg": DONE}
+    assert [m.read_bytes() for m in stuck.members] == [b"bytes of B.jpg", b"bytes of B.xmp"]
+    assert sorted(os.listdir(out)) == ["A.jpg", "C.jpg"]
+
+
+def test_a_name_taken_after_batch_planning_refiles_that_group_alone(tmp_path):
+    first = make_group(tmp_path / "in" / "a", ["IMG_3.jpg", "IMG_3.xmp"])
+    second = make_group(tmp_path / "in" / "b", ["X.jpg"])
+    out = tmp_path / "out"
+    j = RacingJournal.open(tmp_path / "j.sqlite")
+    with j:
+        run = j.start_run("sort")
+        taken: set[Path] = set()
+        results = move_groups([plan_group(g, out, AURORA, taken=taken) for g in (first, second)], journal=j, run_id=run)
+        statuses = [(e.dest.name, e.status) for e in j.entries(run_id=run, status=None)]
+    assert [r.dest.name for r in results[0]] == ["IMG_3_1.jpg", "IMG_3_1.xmp"]
+    assert [r.dest.name for r in results[1]] == ["X.jpg"]
+    assert sorted(statuses) == sorted([("IMG_3.jpg", ROLLED_BACK), ("IMG_3.xmp", ROLLED_BACK), ("X.jpg", DONE),
+                                       ("IMG_3_1.jpg", DONE), ("IMG_3_1.xmp", DONE)])
+    assert (out / "IMG_3.xmp").read_bytes() == b"someone else's file"
 
 
 def test_group_dry_run_writes_nothing_and_logs_would_move(tmp_path):
