@@ -22,12 +22,14 @@ Rules (pure: `folder_key`, `judge`):
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import structlog
 
@@ -40,6 +42,7 @@ log = structlog.get_logger(__name__)
 FROM_KEYS = (AURORA, OTHER, REVIEW)  # folders a correction may start in
 TO_KEYS = (AURORA, OTHER)  # folders a correction may end in
 SETTLE = 1.0  # seconds an appeared file must hold still before it is hashed
+PLACED_MEMORY = 10_000  # files the daemon filed itself, remembered until their creation event comes
 
 
 @dataclass(frozen=True)
@@ -139,9 +142,45 @@ class CorrectionWorker:
         self.on_recorded = on_recorded
         self.moves: queue.Queue[Move | None] = queue.Queue()
         self.thread = threading.Thread(target=self._run, name="nordlys-corrections", daemon=True)
+        self.placed: OrderedDict[Path, tuple[int, ...]] = OrderedDict()  # path -> _identity()
+        self.placed_lock = threading.Lock()
 
     def offer(self, src: Path | None, dest: Path) -> None:
         self.moves.put(Move(src, dest, time.monotonic()))
+
+    def filed(self, paths: Iterable[Path]) -> None:
+        """Files the daemon has just put into its output folders. Their creation events are not
+        corrections, and now need not be hashed to find that out (a second SHA-256 of every photo
+        the daemon files, ~2 ms each): only while the path still holds that very file (same
+        device, inode, size and times: an inode number alone is reused at once by the next new
+        file), so a file put there by anyone else is judged as usual."""
+        for path in paths:
+            if folder_key(path, self.folders) is None:
+                continue  # rejected/ and the like: no events are handled there
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            with self.placed_lock:
+                self.placed[path] = _identity(st)
+                self.placed.move_to_end(path)
+                while len(self.placed) > PLACED_MEMORY:
+                    self.placed.popitem(last=False)
+
+    def _placed_here(self, move: Move) -> bool:
+        """Whether an appeared file is one the daemon filed itself and is still that file."""
+        if move.src is not None:
+            return False
+        with self.placed_lock:
+            identity = self.placed.pop(move.dest, None)
+        if identity is None:
+            return False
+        try:
+            st = os.lstat(move.dest)
+        except OSError:
+            return True  # gone again: nothing to learn from it either way
+        return _identity(st) == identity
+
 
     def start(self) -> None:
         self.thread.start()
@@ -157,6 +196,9 @@ class CorrectionWorker:
                 return
             if move.src is None:  # appeared: let a copy finish before hashing it
                 time.sleep(max(0.0, move.at + self.settle - time.monotonic()))
+            if self._placed_here(move):
+                log.debug("not a correction", path=str(move.dest), src=None, reason="filed there by this daemon")
+                continue
             try:
                 verdict = record(move, self.journal, self.folders)
             except Exception:  # one odd file must not stop learning from the others
@@ -164,3 +206,7 @@ class CorrectionWorker:
                 continue
             if verdict is not None and verdict.is_correction and self.on_recorded is not None:
                 self.on_recorded()
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns

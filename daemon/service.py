@@ -595,6 +595,9 @@ class Service:
         with self.lock:
             self.tally.add(outcomes)
             self.filed += 1
+        corrector = self.corrector  # its own filing is no correction: spare the worker a hash of each file
+        if corrector is not None:
+            corrector.filed(m.dest for o in outcomes for m in o.moved)
         failed = [o for o in outcomes if o.verdict is None]
         self._journal_left([(m, o.error if m == o.group.primary else f"stays with {o.group.primary.name}: {o.error}")
                             for o in failed for m in o.group.members if os.path.lexists(m)],  # not: deleted meanwhile

@@ -7,6 +7,7 @@ earlier move has been judged.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import Iterator
 
 import pytest
 
-from nordlys.daemon.corrections import Move, folder_key, judge
+from structlog.testing import capture_logs
+
+from nordlys.daemon.corrections import CorrectionWorker, Move, folder_key, judge
 from nordlys.daemon.journal import Journal
 from nordlys.daemon.placement import Verdict
 from tests.daemon.test_watch import Daemon, photo, sha, wait_until
@@ -93,6 +96,30 @@ def _filed(journal: Journal, path: Path, data: bytes, label: str) -> int:
                            sha256=sha(data), verdict=Verdict(label, 0.5, model_version="m1"), group_id="x")
     journal.done(entry, path)
     return entry
+
+
+def test_the_daemons_own_filing_is_known_without_hashing_but_only_while_it_is_the_same_file(tmp_path):
+    root = tmp_path / "sorted"
+    folders = {k: root / k for k in ("aurora", "other", "review")}
+    ours, replaced = root / "aurora" / "ours.jpg", root / "other" / "replaced.jpg"
+    with Journal.open(tmp_path / "j.sqlite") as journal, capture_logs() as logs:
+        _filed(journal, ours, b"aurora bytes", "aurora")
+        _filed(journal, replaced, b"meadow bytes", "other")
+        for path in (ours, replaced):  # filed photos keep their camera's times
+            os.utime(path, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+        worker = CorrectionWorker(journal, folders, settle=0.0)
+        worker.filed([ours, replaced, root / "rejected" / "x.jpg"])  # rejected/ is not watched: not kept
+        assert set(worker.placed) == {ours, replaced}
+        replaced.unlink()
+        shutil.copyfile(ours, replaced)  # someone else's file now has that name: judged as usual
+        worker.start()
+        worker.offer(None, ours)
+        worker.offer(None, replaced)
+        worker.stop()
+    reasons = {Path(e["path"]).name: e["reason"] for e in logs if e["event"] == "not a correction"}
+    assert reasons == {"ours.jpg": "filed there by this daemon",
+                       "replaced.jpg": f"a copy: {ours} is still there"}
+    assert worker.placed == {}  # each remembered path is used once
 
 
 def test_judge_review_to_aurora_edited_files_and_unknown_files(tmp_path):
