@@ -85,7 +85,8 @@ def render(results: dict[str, Any]) -> str:
         lat, burst = d["latency_s"], d["burst"]
         lines += [f"| daemon close -> moved, idle, median / p95 (s, {lat['photos']} photos) | {_f(lat['median'], 3)} / "
                   f"{_f(lat['p95'], 3)} | | | |",
-                  f"| daemon burst of {burst['photos']} photos (images/s) | {_f(burst['images_per_s'])} | | | |",
+                  f"| daemon burst of {burst['photos']} photos (images/s) | {_f(burst['images_per_s'])} | | | "
+                  f"{_f(burst.get('daemon_cpu_ms_per_image'))} (daemon) |",
                   f"| daemon RSS, idle / peak (MB) | {_f(d['rss_mb']['idle'])} / {_f(d['rss_mb']['peak'])} | | | |"]
     acc = results.get("int8_accuracy", {})
     if acc.get("loss_points") is not None:
