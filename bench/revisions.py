@@ -36,20 +36,25 @@ def extract(rev: str, into: Path) -> Path:
     return package.parent
 
 
-def measure(root: Path, what: str, photos: Sequence[Path], work: Path) -> dict:
-    """One sort (or the decode limit) in a fresh process that imports nordlys.daemon from `root`."""
+def measure(root: Path, what: str, photos: Sequence[Path], work: Path, burst: int = 0) -> dict:
+    """One sort, daemon burst or decode limit in a fresh process that imports nordlys.daemon from `root`."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO)])}
-    args = [sys.executable, "-m", "bench.revisions", "--child", what, "--work", str(work), *map(str, photos)]
+    args = [sys.executable, "-m", "bench.revisions", "--child", what, "--work", str(work), "--burst", str(burst),
+            *map(str, photos)]
     proc = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def child(what: str, photos: list[Path], work: Path) -> dict:
+def child(what: str, photos: list[Path], work: Path, burst: int = 0) -> dict:
     from bench.endtoend import decode_limit, sort_with_nordlys
     from bench.staging import stage
 
     if what == "limit":
         return decode_limit(photos)
+    if what == "daemon":  # `nordlys watch` inherits this process's PYTHONPATH, so the revision's daemon runs
+        from bench.daemon_latency import daemon_bench
+
+        return daemon_bench(photos, work / "daemon", latency_photos=1, burst=burst)["burst"]
     stage(photos, work / "in")
     result = sort_with_nordlys(work / "in", work / "out", work / "journal.sqlite", model=BUNDLED)
     import nordlys.daemon
@@ -66,11 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=64)
     p.add_argument("--data", type=Path, default=SHARED / "data")
     p.add_argument("--cache", type=Path, default=REPO / "bench" / ".cache")
-    p.add_argument("--child", choices=["sort", "limit"], help=argparse.SUPPRESS)
+    p.add_argument("--burst", type=int, default=0, help="also run a daemon burst of this many photos per revision")
+    p.add_argument("--child", choices=["sort", "limit", "daemon"], help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:  # internal: the positional arguments are the photos
-        print(json.dumps(child(args.child, [Path(x) for x in args.revs], args.work)))
+        print(json.dumps(child(args.child, [Path(x) for x in args.revs], args.work, args.burst)))
         return 0
     if not args.revs:
         p.error("give one or more git revisions (or '.')")
@@ -78,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     photos = camera_photos(args.data, args.cache / "photos", frame=args.frame, count=args.images)
     runs: dict[str, list[dict]] = {rev: [] for rev in args.revs}
+    bursts: dict[str, list[dict]] = {rev: [] for rev in args.revs}
     limits: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="revisions-", dir=args.cache) as tmp:
         roots = {rev: extract(rev, Path(tmp) / "src") for rev in args.revs}
@@ -85,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for rev in args.revs:
                 with tempfile.TemporaryDirectory(dir=tmp) as work:
                     runs[rev].append(measure(roots[rev], "sort", photos, Path(work)))
+                if args.burst:
+                    with tempfile.TemporaryDirectory(dir=tmp) as work:
+                        bursts[rev].append(measure(roots[rev], "daemon", photos, Path(work), args.burst))
             limits.append(measure(REPO, "limit", photos, Path(tmp)))
     print(f"{len(photos)} photos of {args.frame}, {args.rounds} rounds, bundled model; medians (range over rounds)\n")
     limit_rate = statistics.median(r["images_per_s"] for r in limits)
@@ -96,6 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{statistics.median(pct):.1f} ({min(pct):.1f}-{max(pct):.1f}) |")
     print(f"| decode-bound limit | {limit_rate:.1f} | "
           f"{statistics.median(r['cpu_ms_per_image'] for r in limits):.1f} | 100 |")
+    if args.burst:
+        print(f"\n`nordlys watch`, bursts of {args.burst} photos written into its inbox\n")
+        print("| revision | photos/s | daemon CPU ms per photo |\n|---|---|---|")
+        for rev, bs in bursts.items():
+            print(f"| {rev} | {statistics.median(b['images_per_s'] for b in bs):.1f} | "
+                  f"{statistics.median(b['daemon_cpu_ms_per_image'] for b in bs):.1f} |")
     return 0
 
 

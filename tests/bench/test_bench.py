@@ -109,11 +109,15 @@ def test_int8_variants_pick_the_float_nodes_they_name():
 def test_revisions_compares_a_commit_with_the_working_tree(shared_data):
     """bench/revisions.py imports each revision's daemon from its own extracted copy."""
     proc = subprocess.run([sys.executable, "-m", "bench.revisions", "HEAD", ".", "--rounds", "1", "--images", "2",
-                           "--data", str(shared_data)], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           "--burst", "2", "--data", str(shared_data)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    sort_table, burst_table = proc.stdout.split("`nordlys watch`")
+    rows = [line for line in sort_table.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| HEAD", "| .", "| decode-bound limit"]
     assert all(float(r.split(" | ")[1]) > 0 for r in rows[1:])
+    bursts = [line.split(" | ") for line in burst_table.splitlines() if line.startswith("| ")][1:]
+    assert [b[0] for b in bursts] == ["| HEAD", "| ."] and all(float(b[1]) > 0 for b in bursts)
 
 
 def test_revisions_extracts_the_daemon_of_a_commit(tmp_path):
