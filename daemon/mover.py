@@ -240,9 +240,9 @@ def _remove_empty_dirs(dirs: Sequence[Path]) -> None:
             os.rmdir(d)
 
 
-def _link_into_place(src: Path, dest: Path, before: os.stat_result) -> str | None:
+def _link_into_place(src: Path, dest: Path, before: os.stat_result, later: set[Path] | None = None) -> str | None:
     """Same file system: a second name, then drop the first. Returns None when done, or
-    "copy" / "exclusive" when the file has to be copied instead."""
+    "copy" / "exclusive" when the file has to be copied instead. later: see _unlink_source."""
     try:
         os.link(src, dest, follow_symlinks=False)
     except FileExistsError:
@@ -257,7 +257,7 @@ def _link_into_place(src: Path, dest: Path, before: os.stat_result) -> str | Non
         if _signature(os.lstat(dest)) != _signature(before):
             raise MoveError(src, "changed while being moved; not moved")
         _fsync_dir(dest.parent)
-        _unlink_source(src, before)
+        _unlink_source(src, before, later)
     except BaseException as exc:
         _drop_second_name(src, dest, same_inode=True)
         if isinstance(exc, OSError):
@@ -286,7 +286,7 @@ def _copy_metadata(src: Path, dest: Path, st: os.stat_result) -> None:
 
 
 def _copy_into_place(src: Path, dest: Path, before: os.stat_result, reference: str, *,
-                     exclusive: bool) -> None:
+                     exclusive: bool, later: set[Path] | None = None) -> None:
     """Copy, verify, name, then drop the source. exclusive: the file system has no hard links,
     so the final name itself is created with O_EXCL (no temporary name)."""
     target = dest if exclusive else dest.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
@@ -321,7 +321,7 @@ def _copy_into_place(src: Path, dest: Path, before: os.stat_result, reference: s
         _fsync_dir(dest.parent)
         if not exclusive:
             os.unlink(target)
-        _unlink_source(src, before)
+        _unlink_source(src, before, later)
     except BaseException as exc:
         if not exclusive:
             _remove_quietly(target)
@@ -337,13 +337,18 @@ def aside_tag(name: str) -> str:
     return hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
 
 
-def _unlink_source(src: Path, moved: os.stat_result) -> None:
+def _unlink_source(src: Path, moved: os.stat_result, later: set[Path] | None = None) -> None:
     """The last step of every move: remove the source's name, but only while it still names the
     file that was moved. A plain unlink could delete a new file that a sync client renamed over
     the name since the move began (its next version, which exists nowhere else); so the name is
     renamed aside first (atomic), and what it held is checked: the moved file is removed, anything
     else gets its name back. A name someone else removed meanwhile is fine: the file is at its
-    destination. When this raises, the caller drops the new name again."""
+    destination. When this raises, the caller drops the new name again.
+
+    later: where to leave the source folder instead of fsyncing it now, for a caller that moves
+    many files out of one folder and fsyncs it once before it journals them "done" (move_groups).
+    Only the removal waits: the new name was made durable before this was called, so a crash in
+    between leaves the file under both names, which start-up recovery resolves (same inode)."""
     aside = src.parent / f"{ASIDE_PREFIX}{os.getpid()}-{aside_tag(src.name)}-{secrets.token_hex(4)}"
     try:
         os.rename(src, aside)
@@ -364,7 +369,10 @@ def _unlink_source(src: Path, moved: os.stat_result) -> None:
         restore_aside(aside, src)
         raise MoveError(src, f"{human_reason(exc)}: cannot remove it from {src.parent}; "
                              "it stays there and was not moved") from exc
-    _fsync_dir(src.parent)
+    if later is None:
+        _fsync_dir(src.parent)
+    else:
+        later.add(src.parent)
 
 
 def restore_aside(aside: Path, src: Path) -> Path:
@@ -411,12 +419,13 @@ def _drop_second_name(src: Path, dest: Path, *, same_inode: bool) -> None:
 
 
 def move_file(src: Path, dest: Path, *, expected_sha256: str | None = None,
-              dry_run: bool = False, known: KnownHash | None = None) -> MoveResult:
+              dry_run: bool = False, known: KnownHash | None = None, later: set[Path] | None = None) -> MoveResult:
     """Move one file to `dest`, which must not exist (FileExistsError otherwise: re-plan).
 
     Raises MoveError, with the source untouched, for anything else that goes wrong.
     dry_run: checks and hashes the source, touches nothing. known: a hash taken earlier, used
-    instead of reading the file again while its signature is unchanged.
+    instead of reading the file again while its signature is unchanged. later: the source
+    folder's fsync is left to the caller (see _unlink_source).
     """
     src, dest = Path(src), Path(dest)
     before = _lstat_regular(src)
@@ -433,9 +442,9 @@ def move_file(src: Path, dest: Path, *, expected_sha256: str | None = None,
         return MoveResult(src, dest, size, digest, cross)
     created = _make_parents(src, dest.parent)
     try:
-        mode = "copy" if cross else _link_into_place(src, dest, before)
+        mode = "copy" if cross else _link_into_place(src, dest, before, later)
         if mode is not None:
-            _copy_into_place(src, dest, before, digest, exclusive=(mode == "exclusive"))
+            _copy_into_place(src, dest, before, digest, exclusive=(mode == "exclusive"), later=later)
     except BaseException:
         _remove_empty_dirs(created)
         raise
@@ -460,18 +469,21 @@ def _roll_back(moved: Sequence[tuple[MoveResult, int | None]], journal: Journal 
 
 def _move_planned(group: PhotoGroup, plan: dict[Path, Path], hashed: Sequence[KnownHash],
                   entry_ids: Sequence[int | None], verdict: Verdict, journal: Journal | None,
-                  finished: list[Finished] | None = None) -> list[MoveResult]:
+                  finished: list[Finished] | None = None, later: set[Path] | None = None) -> list[MoveResult]:
     """Move every member to its planned name. finished: where to leave the group's "done" rows
     for the caller to write in one transaction with other groups' (None: each is written at
     once). They are left there only when the whole group moved; when a member fails, the rows
-    of those already moved are written first, so the journal then tells their way back."""
+    of those already moved are written first, so the journal then tells their way back.
+    later: source folders to fsync before those rows are written (see _unlink_source)."""
     moved: list[tuple[MoveResult, int | None]] = []
     rows: list[Finished] = []
     for i, member in enumerate(group.members):
         try:
-            result = move_file(member, plan[member], expected_sha256=hashed[i].sha256, known=hashed[i])
+            result = move_file(member, plan[member], expected_sha256=hashed[i].sha256, known=hashed[i], later=later)
         except (MoveError, OSError) as exc:
             if journal is not None:
+                for folder in {r.source.parent for r, _ in moved} if later is not None else ():
+                    _fsync_dir(folder)  # "done" only once the removal is durable
                 journal.done_many(rows)
             _abandon(exc, member, plan[member], moved, entry_ids[i:], journal)
             raise
@@ -594,7 +606,7 @@ def move_groups(planned: Sequence[PlannedGroup], *, journal: Journal,
                 run_id: int | None) -> list[list[MoveResult] | Exception]:
     """File groups planned together (plan_group, one `taken` set) with two journal transactions
     in all instead of two per group: every intent before anything moves, every "done" after
-    the last move. Each group still moves whole or not at all, and a crash at any point leaves
+    the last move; and each source folder fsynced once, not once per file. Each group still moves whole or not at all, and a crash at any point leaves
     intents that start-up recovery settles one by one, as for a single group.
 
     Returns, per group, its moves or the exception that kept it in place (any exception: one
@@ -603,12 +615,14 @@ def move_groups(planned: Sequence[PlannedGroup], *, journal: Journal,
     group_ids = [uuid.uuid4().hex for _ in planned]
     ids = iter(journal.intents(run_id, [item for p, g in zip(planned, group_ids) for item in p.intents(g)]))
     finished: list[Finished] = []
+    emptied: set[Path] = set()  # source folders, fsynced once each before "done" is written
     results: list[list[MoveResult] | Exception] = []
     try:
         for p in planned:
             entry_ids: list[int | None] = [next(ids) for _ in p.group.members]
             try:
-                results.append(_move_planned(p.group, p.plan, p.hashed, entry_ids, p.verdict, journal, finished))
+                results.append(_move_planned(p.group, p.plan, p.hashed, entry_ids, p.verdict, journal, finished,
+                                             emptied))
             except FileExistsError as exc:
                 log.info("destination taken, re-planning", path=str(p.group.primary), dest=str(exc.filename))
                 try:
@@ -619,6 +633,8 @@ def move_groups(planned: Sequence[PlannedGroup], *, journal: Journal,
             except Exception as exc:
                 results.append(exc)
     finally:
+        for folder in sorted(emptied):
+            _fsync_dir(folder)
         journal.done_many(finished)
     return results
 
