@@ -71,7 +71,7 @@ class KnownHash:
 
     sha256: str
     size: int
-    signature: tuple[int, int, int, int]  # _signature(): device, inode, size, mtime
+    signature: tuple[int, int, int, int]  # file_signature(): device, inode, size, mtime
 
 
 class MoveError(Exception):
@@ -111,14 +111,14 @@ def read_hashed(path: Path) -> tuple[bytes, KnownHash | None]:
             raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
         data = handle.read()
         after = os.fstat(handle.fileno())
-    if _signature(before) != _signature(after) or len(data) != after.st_size:
+    if file_signature(before) != file_signature(after) or len(data) != after.st_size:
         return data, None
-    return data, KnownHash(hashlib.sha256(data).hexdigest(), len(data), _signature(before))
+    return data, KnownHash(hashlib.sha256(data).hexdigest(), len(data), file_signature(before))
 
 
 def _still_valid(known: KnownHash | None, now: os.stat_result, expected: str | None) -> bool:
     """Whether a hash taken earlier still describes the file: same signature, same digest as expected."""
-    return (known is not None and known.signature == _signature(now)
+    return (known is not None and known.signature == file_signature(now)
             and (expected is None or expected == known.sha256))
 
 
@@ -154,8 +154,8 @@ def plan_destinations(members: Sequence[Path], dest_dir: Path, *,
 
 # --- moving one file ------------------------------------------------------------------------
 
-def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
-    """What must not change between hashing a file and moving it."""
+def file_signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What must not change between hashing a file and moving it (device, inode, size, mtime)."""
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
@@ -254,7 +254,7 @@ def _link_into_place(src: Path, dest: Path, before: os.stat_result, later: set[P
             return "exclusive"
         raise MoveError(src, f"{human_reason(exc)}: cannot create {dest}") from exc
     try:
-        if _signature(os.lstat(dest)) != _signature(before):
+        if file_signature(os.lstat(dest)) != file_signature(before):
             raise MoveError(src, "changed while being moved; not moved")
         _fsync_dir(dest.parent)
         _unlink_source(src, before, later)
@@ -312,7 +312,7 @@ def _copy_into_place(src: Path, dest: Path, before: os.stat_result, reference: s
         if digest != reference:
             raise MoveError(src, f"changed since it was hashed (sha256 of the copy {digest[:12]}, "
                                  f"expected {reference[:12]}); not moved")
-        if _signature(after)[1:] != _signature(before)[1:]:
+        if file_signature(after)[1:] != file_signature(before)[1:]:
             raise MoveError(src, "changed while being copied; not moved")
         _copy_metadata(src, target, before)
         if not exclusive:
@@ -467,19 +467,19 @@ def _roll_back(moved: Sequence[tuple[MoveResult, int | None]], journal: Journal 
             journal.rolled_back(entry_id, why)
 
 
-def _move_planned(group: PhotoGroup, plan: dict[Path, Path], hashed: Sequence[KnownHash],
-                  entry_ids: Sequence[int | None], verdict: Verdict, journal: Journal | None,
+def _move_planned(planned: PlannedGroup, entry_ids: Sequence[int | None], journal: Journal | None,
                   finished: list[Finished] | None = None, later: set[Path] | None = None) -> list[MoveResult]:
     """Move every member to its planned name. finished: where to leave the group's "done" rows
     for the caller to write in one transaction with other groups' (None: each is written at
     once). They are left there only when the whole group moved; when a member fails, the rows
     of those already moved are written first, so the journal then tells their way back.
     later: source folders to fsync before those rows are written (see _unlink_source)."""
+    group, plan, verdict = planned.group, planned.plan, planned.verdict
     moved: list[tuple[MoveResult, int | None]] = []
     rows: list[Finished] = []
-    for i, member in enumerate(group.members):
+    for i, (member, h, entry_id) in enumerate(zip(group.members, planned.hashed, entry_ids, strict=True)):
         try:
-            result = move_file(member, plan[member], expected_sha256=hashed[i].sha256, known=hashed[i], later=later)
+            result = move_file(member, plan[member], expected_sha256=h.sha256, known=h, later=later)
         except (MoveError, OSError) as exc:
             if journal is not None:
                 for folder in {r.source.parent for r, _ in moved} if later is not None else ():
@@ -487,14 +487,14 @@ def _move_planned(group: PhotoGroup, plan: dict[Path, Path], hashed: Sequence[Kn
                 journal.done_many(rows)
             _abandon(exc, member, plan[member], moved, entry_ids[i:], journal)
             raise
-        if journal is not None and entry_ids[i] is not None:
-            row = Finished(entry_ids[i], result.dest, result.created_dirs)  # type: ignore[arg-type]
+        if journal is not None and entry_id is not None:
+            row = Finished(entry_id, result.dest, result.created_dirs)
             if finished is None:
                 journal.done_many([row])
             else:
                 rows.append(row)
         log.debug("moved", src=str(member), dest=str(result.dest), folder=verdict.folder, score=verdict.score)
-        moved.append((result, entry_ids[i]))
+        moved.append((result, entry_id))
     if finished is not None:
         finished.extend(rows)
     return [r for r, _ in moved]
@@ -534,7 +534,7 @@ def _hash_members(group: PhotoGroup, known: Mapping[Path, KnownHash]) -> list[Kn
             raise MoveError(member, "changed since it was read for its verdict (replaced or rewritten); "
                                     "not moved, it is looked at again")
         digest, size = _hash_checked(member, None)
-        hashed.append(KnownHash(digest, size, _signature(before)))
+        hashed.append(KnownHash(digest, size, file_signature(before)))
     return hashed
 
 
@@ -594,7 +594,7 @@ def move_group(group: PhotoGroup, dest_dir: Path, verdict: Verdict, *, journal: 
         if journal is not None:
             entry_ids = list(journal.intents(run_id, planned.intents(uuid.uuid4().hex)))
         try:
-            return _move_planned(group, planned.plan, planned.hashed, entry_ids, verdict, journal)
+            return _move_planned(planned, entry_ids, journal)
         except FileExistsError as exc:
             log.info("destination taken, re-planning", path=str(group.primary), dest=str(exc.filename))
             known = planned.known()
@@ -606,14 +606,14 @@ def move_groups(planned: Sequence[PlannedGroup], *, journal: Journal,
                 run_id: int | None) -> list[list[MoveResult] | Exception]:
     """File groups planned together (plan_group, one `taken` set) with two journal transactions
     in all instead of two per group: every intent before anything moves, every "done" after
-    the last move; and each source folder fsynced once, not once per file. Each group still moves whole or not at all, and a crash at any point leaves
-    intents that start-up recovery settles one by one, as for a single group.
+    the last move; and each source folder fsynced once, not once per file. Each group still
+    moves whole or not at all, and a crash at any point leaves intents that start-up recovery
+    settles one by one, as for a single group.
 
     Returns, per group, its moves or the exception that kept it in place (any exception: one
     group's failure never stops the others). A group whose planned name was taken meanwhile is
     filed again on its own (move_group re-plans it)."""
-    group_ids = [uuid.uuid4().hex for _ in planned]
-    ids = iter(journal.intents(run_id, [item for p, g in zip(planned, group_ids) for item in p.intents(g)]))
+    ids = iter(journal.intents(run_id, [item for p in planned for item in p.intents(uuid.uuid4().hex)]))
     finished: list[Finished] = []
     emptied: set[Path] = set()  # source folders, fsynced once each before "done" is written
     results: list[list[MoveResult] | Exception] = []
@@ -621,8 +621,7 @@ def move_groups(planned: Sequence[PlannedGroup], *, journal: Journal,
         for p in planned:
             entry_ids: list[int | None] = [next(ids) for _ in p.group.members]
             try:
-                results.append(_move_planned(p.group, p.plan, p.hashed, entry_ids, p.verdict, journal, finished,
-                                             emptied))
+                results.append(_move_planned(p, entry_ids, journal, finished, emptied))
             except FileExistsError as exc:
                 log.info("destination taken, re-planning", path=str(p.group.primary), dest=str(exc.filename))
                 try:
