@@ -64,7 +64,7 @@ def calibration_batches(classifier: Classifier, samples: Sequence[Sample], *, ba
 
 # The shipped settings. bench/int8_variants.py measures the alternatives against them
 # (per-tensor weights, QOperator, S8S8, U8U8, float stems): none beat these by more than a few
-# per cent on this kind of CPU, and the signed-activation ones are 2-3x slower.
+# per cent on this kind of CPU, and S8S8 and U8U8 run 2-3x slower.
 SETTINGS = {"quant_format": QuantFormat.QDQ, "per_channel": True, "activation_type": QuantType.QUInt8,
             "weight_type": QuantType.QInt8, "calibrate_method": CalibrationMethod.MinMax,
             "extra_options": {"CalibMovingAverage": True}}
