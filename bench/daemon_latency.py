@@ -24,6 +24,8 @@ from typing import Sequence
 
 import yaml
 
+from bench.machine import cpu_seconds
+
 FOLDERS = ("aurora", "other", "review", "rejected")
 POLL = 0.002  # seconds between looks for a moved photo
 IDLE_GAP = 0.4  # seconds between latency photos, so every one meets an idle daemon
@@ -116,17 +118,10 @@ def measure_latency(photos: Sequence[bytes], inbox: Path, dest: Path, count: int
     return seconds
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (all its threads), from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure_burst(photos: Sequence[bytes], inbox: Path, dest: Path, count: int, *, pid: int | None = None) -> dict:
     """Photos per second from the first write to the last move; with pid, the daemon's CPU per photo."""
     before = count_moved(dest)
-    cpu = process_cpu_seconds(pid) if pid is not None else 0.0
+    cpu = cpu_seconds(pid) if pid is not None else 0.0
     started = time.monotonic()
     for i in range(count):
         write_photo(inbox / f"burst_{i:05d}.jpg", photos[i % len(photos)])
@@ -140,7 +135,7 @@ def measure_burst(photos: Sequence[bytes], inbox: Path, dest: Path, count: int, 
     result = {"photos": count, "seconds": done - started, "images_per_s": count / (done - started),
               "write_seconds": written - started}
     if pid is not None:
-        result["daemon_cpu_ms_per_image"] = 1000 * (process_cpu_seconds(pid) - cpu) / count
+        result["daemon_cpu_ms_per_image"] = 1000 * (cpu_seconds(pid) - cpu) / count
     return result
 
 
