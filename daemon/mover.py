@@ -27,13 +27,13 @@ from typing import Mapping, Sequence
 
 import structlog
 
+from nordlys.daemon.fileops import CHUNK, KnownHash, file_signature, sha256_file
 from nordlys.daemon.grouping import PhotoGroup, split_name
 from nordlys.daemon.journal import Finished, IntentItem, Journal
 from nordlys.daemon.placement import Verdict
 
 log = structlog.get_logger(__name__)
 
-CHUNK = 1 << 20  # bytes read per step when hashing or copying
 TEMP_PREFIX = ".nordlys-tmp-"  # + "<pid>-<random>": recovery removes leftovers of dead processes
 ASIDE_PREFIX = ".nordlys-aside-"  # + "<pid>-<aside_tag(name)>-<random>": a source's name while it is removed
 NAME_MAX = 255  # bytes in one file name on ext4, btrfs, xfs, APFS, NTFS (UTF-16 units there)
@@ -63,17 +63,6 @@ class MoveResult:
     created_dirs: tuple[Path, ...] = ()  # new folders, outermost first (undo removes them when empty)
 
 
-@dataclass(frozen=True)
-class KnownHash:
-    """A file's SHA-256 taken by whoever read it already (the pipeline decodes the same bytes), with
-    the stat signature it had before and after that read. The mover trusts it instead of reading
-    the file again only while the file's signature is still the same."""
-
-    sha256: str
-    size: int
-    signature: tuple[int, int, int, int]  # file_signature(): device, inode, size, mtime
-
-
 class MoveError(Exception):
     """A file could not be moved; it is still at its source."""
 
@@ -86,34 +75,6 @@ class MoveError(Exception):
 def human_reason(exc: OSError) -> str:
     """'read-only file system' rather than '[Errno 30] ...': the words people search for."""
     return _REASONS.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """(hex digest, size) of a file's bytes, read in 1 MiB chunks."""
-    digest, size = hashlib.sha256(), 0
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buffer):
-            digest.update(view[:n])
-            size += n
-    return digest.hexdigest(), size
-
-
-def read_hashed(path: Path) -> tuple[bytes, KnownHash | None]:
-    """All bytes of a regular file and their hash, for a caller that needs the bytes anyway, so that
-    each file is read once. KnownHash is None when the file changed while it was read. Raises
-    OSError for a symlink (O_NOFOLLOW), a non-regular file (never blocks on a FIFO) or a read error."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    with open(os.open(path, flags), "rb", closefd=True) as handle:
-        before = os.fstat(handle.fileno())
-        if not stat.S_ISREG(before.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
-        data = handle.read()
-        after = os.fstat(handle.fileno())
-    if file_signature(before) != file_signature(after) or len(data) != after.st_size:
-        return data, None
-    return data, KnownHash(hashlib.sha256(data).hexdigest(), len(data), file_signature(before))
 
 
 def _still_valid(known: KnownHash | None, now: os.stat_result, expected: str | None) -> bool:
@@ -153,11 +114,6 @@ def plan_destinations(members: Sequence[Path], dest_dir: Path, *,
 
 
 # --- moving one file ------------------------------------------------------------------------
-
-def file_signature(st: os.stat_result) -> tuple[int, int, int, int]:
-    """What must not change between hashing a file and moving it (device, inode, size, mtime)."""
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-
 
 def _lstat_regular(src: Path) -> os.stat_result:
     try:

@@ -29,8 +29,8 @@ from nordlys.daemon.config import FoldersConfig
 from nordlys.daemon.grouping import PhotoGroup
 from nordlys.daemon.journal import Journal
 from nordlys.daemon.loader import ImageLoadError, load_image, warm_up
-from nordlys.daemon.mover import (KnownHash, MoveError, MoveResult, PlannedGroup, move_group, move_groups,
-                                  plan_group, read_hashed)
+from nordlys.daemon.fileops import KnownHash, read_hashed
+from nordlys.daemon.mover import MoveError, MoveResult, PlannedGroup, move_group, move_groups, plan_group
 from nordlys.daemon.placement import REJECTED, Verdict, decide, destination_dir
 
 log = structlog.get_logger(__name__)

@@ -19,7 +19,8 @@ from nordlys.daemon.classifier import Classifier
 from nordlys.daemon.config import FoldersConfig
 from nordlys.daemon.grouping import PhotoGroup
 from nordlys.daemon.journal import Journal
-from nordlys.daemon.mover import KnownHash, MoveError, move_file, move_group, read_hashed
+from nordlys.daemon.fileops import KnownHash, read_hashed
+from nordlys.daemon.mover import MoveError, move_file, move_group
 from nordlys.daemon.pipeline import Pipeline, Target
 from nordlys.daemon.placement import Verdict
 
