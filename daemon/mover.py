@@ -28,6 +28,7 @@ from typing import Mapping, Sequence
 import structlog
 
 from nordlys.daemon.fileops import CHUNK, KnownHash, file_signature, sha256_file
+from nordlys.daemon.faults import pause_point
 from nordlys.daemon.grouping import PhotoGroup, split_name
 from nordlys.daemon.journal import Finished, IntentItem, Journal
 from nordlys.daemon.placement import Verdict
@@ -305,6 +306,7 @@ def _unlink_source(src: Path, moved: os.stat_result, later: set[Path] | None = N
     many files out of one folder and fsyncs it once before it journals them "done" (move_groups).
     Only the removal waits: the new name was made durable before this was called, so a crash in
     between leaves the file under both names, which start-up recovery resolves (same inode)."""
+    pause_point("unlink")  # tests only (faults.py): a kill here leaves both names and the intent
     aside = src.parent / f"{ASIDE_PREFIX}{os.getpid()}-{aside_tag(src.name)}-{secrets.token_hex(4)}"
     try:
         os.rename(src, aside)

@@ -61,7 +61,10 @@ class Notifier:
         message = "\n".join(f"{key}={value}" for key, value in fields.items()).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(message, self.address)
+                # MSG_DONTWAIT: a receiver that does not read (its queue holds only
+                # net.unix.max_dgram_qlen datagrams, 10 by default) must not block the dispatcher,
+                # which would then stop filing photos and never finish a SIGTERM.
+                sock.sendto(message, socket.MSG_DONTWAIT, self.address)
         except OSError as exc:
             log.warning("sd_notify failed", socket=repr(self.address), reason=str(exc))
             return False

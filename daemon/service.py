@@ -37,6 +37,7 @@ from nordlys.daemon import runtime
 from nordlys.daemon.classifier import Classifier
 from nordlys.daemon.config import Config, ConfigError, load_config
 from nordlys.daemon.corrections import CorrectionWorker
+from nordlys.daemon.faults import pause_point
 from nordlys.daemon.grouping import (
     RASTER_SUFFIXES, RAW_SUFFIXES, SIDECAR_SUFFIXES, PhotoGroup, group_files, split_name,
 )
@@ -572,6 +573,7 @@ class Service:
                 return
             self.busy_since[index] = time.monotonic()
             try:
+                pause_point("batch", release=self.stopping)  # tests only (faults.py)
                 self._process(batch)
             except Exception:
                 log.exception("batch failed", inbox=str(batch.inbox), paths=[str(g.primary) for g in batch.groups])
