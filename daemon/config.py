@@ -81,6 +81,7 @@ class WatchConfig:
     queue_size: int = 1000  # photos waiting in memory at most; more wait on disk for the next scan
     on_aurora: list[str] = field(default_factory=list)  # argv run per new aurora photo, its path appended; [] = off
     hook_timeout: float = 30.0  # seconds before an on_aurora command is killed
+    sidecar_wait: float = 10.0  # seconds a sidecar with no photo waits for one (sync clients send in any order)
     retrain_after: int = 0  # run `nordlys retrain` (at low priority) after this many new corrections; 0 = never
     retrain_data: Path | None = None  # original training data for retrain's validation gate: manifest CSV or folder
 
@@ -145,7 +146,7 @@ def check_values(config: Config, *, source: str = "config") -> None:
     if len(set(names.values())) != len(names):
         fail("folders", names, "four different folder names")
     w = config.watch
-    for key in ("settle_seconds", "batch_wait", "hook_timeout"):
+    for key in ("settle_seconds", "batch_wait", "hook_timeout", "sidecar_wait"):
         if getattr(w, key) < 0:
             fail(f"watch.{key}", getattr(w, key), "a number of seconds, 0 or more")
     if w.reconcile_interval < 0:

@@ -14,8 +14,10 @@ Stages (each named where it is called):
           a kill here leaves the file under both names, with the journal's intent row.
 
 While the gate file exists, every thread that reaches the stage logs `paused` once (with the
-stage) and waits; removing the file lets them all go. Without the variable each call is one
-dictionary look-up. Users never set it; it is documented here and in tests/waiting.py.
+stage) and waits; removing the file lets them all go. A gate file holding a number N lets N more
+passes through first (each pass counts one down), so a test can say "file three batches, then
+hold the fourth" without racing the daemon. Without the variable each call is one dictionary
+look-up. Users never set it; it is documented here and in tests/waiting.py.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Mapping
 
 import structlog
@@ -47,14 +50,29 @@ def parse_gates(value: str) -> dict[str, str]:
 
 
 _GATES: Mapping[str, str] = parse_gates(os.environ.get(ENV, ""))
+_COUNTING = threading.Lock()  # threads count passes down one at a time
+
+
+def _closed(gate: str) -> bool:
+    """Whether the gate holds this pass: it exists and has no passes left to give (a number in
+    the file is the passes left; one is used up here)."""
+    with _COUNTING:
+        try:
+            text = Path(gate).read_text().strip()
+        except FileNotFoundError:
+            return False
+        if text.isdigit() and int(text) > 0:
+            Path(gate).write_text(str(int(text) - 1))
+            return False
+        return True
 
 
 def pause_point(stage: str, *, release: threading.Event | None = None) -> None:
     """Wait here while this stage's gate file exists (tests only); `release` set ends the wait too."""
     gate = _GATES.get(stage)
-    if gate is None or not os.path.exists(gate):
+    if gate is None or not _closed(gate):
         return
     log.info("paused", stage=stage, gate=gate, reason=f"fault-injection point ({ENV})")
-    while os.path.exists(gate) and not (release is not None and release.is_set()):
+    while not (release is not None and release.is_set()) and _closed(gate):
         time.sleep(POLL_SECONDS)
     log.info("resumed", stage=stage)

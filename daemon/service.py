@@ -57,7 +57,6 @@ log = structlog.get_logger(__name__)
 
 LANES = 2  # batches processed at once: one decodes while the other is scored
 STOP_SECONDS = 8.0  # SIGTERM to exit, well inside systemd's and the issue's 10 s
-LONE_SIDECAR_WAIT = 10.0  # seconds a sidecar without its photo waits for the photo to arrive
 FOLLOW_WINDOW = 86_400.0  # seconds: a RAW or sidecar follows a photo of its stem filed this recently
 FAILED_MEMORY = 10_000  # files left in place that rescans skip until they change
 MIN_TICK = 0.01  # seconds; the dispatcher never spins faster than this
@@ -488,7 +487,7 @@ class Service:
         """Complete groups ready to go, oldest first, and when held-back ones need another look.
 
         Held back: a group whose RAW twin or sidecar is still being written, and a lone sidecar
-        whose photo is neither here nor filed yet (for LONE_SIDECAR_WAIT seconds). A lone RAW or
+        whose photo is neither here nor filed yet (for watch.sidecar_wait seconds). A lone RAW or
         sidecar whose photo was filed already follows it to the same folder.
         """
         since = {p: w.ready_since or now for p, w in ready}
@@ -503,8 +502,9 @@ class Service:
                 continue
             at = max(since[m] for m in group.members)
             follows = self._filed_sibling(group) if _is_companion(group) else None
-            if follows is None and _is_lone_sidecar(group) and now - at < LONE_SIDECAR_WAIT:
-                retry = min(retry or float("inf"), at + LONE_SIDECAR_WAIT)
+            wait = parts.config.watch.sidecar_wait
+            if follows is None and _is_lone_sidecar(group) and now - at < wait:
+                retry = min(retry or float("inf"), at + wait)
                 continue
             candidates.append(Candidate(at, inbox_of[group.primary], group, follows))
         candidates.sort(key=lambda c: c.at)

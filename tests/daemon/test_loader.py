@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import zlib
 from pathlib import Path
 
@@ -575,11 +574,19 @@ def test_png_with_bad_checksum_is_corrupt(tmp_path):
 
 def test_decompression_bomb_is_refused_from_the_header(tmp_path):
     path = write(tmp_path, "bomb.png", png_declaring(30000, 30000))
-    started = time.perf_counter()
+    peak_before = _peak_rss_mib()
     assert _reason(path, max_pixels=100_000_000) == \
         "image too large (30000x30000 > 100 megapixels)"
     assert _reason(path) == "image too large (30000x30000 > 200 megapixels)"  # past Pillow's own
-    assert time.perf_counter() - started < 1.0  # nothing was decoded or allocated
+    assert _peak_rss_mib() - peak_before < 200  # nothing was decoded or allocated: 30000x30000 RGB is 2.5 GiB
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM), in MiB: what a decode would have raised."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc/self/status")
 
 
 def test_pixel_limit_is_per_call(tmp_path):
@@ -693,15 +700,16 @@ def _seeds() -> dict[str, bytes]:
     }
 
 
-def _only_image_load_error_within_2s(path: Path, data: bytes) -> None:
-    started = time.perf_counter()
+def _only_image_load_error(path: Path, data: bytes) -> None:
+    """Any other exception fails the example. Hangs are caught by tests/reliability/
+    test_properties.py, which fuzzes in a child process with a hard time limit; timing each
+    example here would fail on a busy machine, not on a slow decoder."""
     try:
         # A lower pixel limit than the default keeps a header mutated into "12000 x 15000"
         # from allocating gigabytes on a shared CI machine; the limit itself is tested above.
         load_image(path, size=32, data=data, max_pixels=20_000_000)
     except ImageLoadError:
         pass
-    assert time.perf_counter() - started < 2.0, f"{path.name}: {len(data)} bytes took too long"
 
 
 _FUZZ = settings(max_examples=100, deadline=None,
@@ -712,7 +720,7 @@ _FUZZ = settings(max_examples=100, deadline=None,
 @given(data=st.binary(max_size=4096),
        suffix=st.sampled_from([".jpg", ".png", ".heic", ".tif", ".nef", ".txt"]))
 def test_fuzz_random_bytes_raise_only_image_load_error(data, suffix):
-    _only_image_load_error_within_2s(Path("fuzz" + suffix), data)
+    _only_image_load_error(Path("fuzz" + suffix), data)
 
 
 @_FUZZ
@@ -724,7 +732,7 @@ def test_fuzz_mutated_images_raise_only_image_load_error(name, edits, keep):
     data = bytearray(_seeds()[name])
     for where, value in edits:
         data[int(where * len(data))] = value
-    _only_image_load_error_within_2s(Path(name), bytes(data[: max(1, int(len(data) * keep))]))
+    _only_image_load_error(Path(name), bytes(data[: max(1, int(len(data) * keep))]))
 
 
 def test_warm_up_registers_every_claimed_format_before_the_first_photo():

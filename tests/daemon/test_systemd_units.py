@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -154,22 +155,79 @@ def test_notifier_sends_datagrams(tmp_path, abstract):
     assert not Notifier({}).ready()  # outside systemd: a no-op
 
 
+class NotifyListener:
+    """A notify socket read continuously, as systemd reads it (a socket nobody reads fills after
+    net.unix.max_dgram_qlen datagrams, 10 by default)."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.messages: list[str] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._read, name="test-notify-listener")
+        self.thread.start()
+
+    def _read(self) -> None:
+        while not self.done.is_set():
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    def close(self) -> list[str]:
+        self.done.set()
+        self.thread.join()
+        self.messages += receive_all_nonblocking(self.sock)
+        self.sock.close()
+        return self.messages
+
+
+def receive_all_nonblocking(sock: socket.socket) -> list[str]:
+    sock.setblocking(False)
+    return receive_all(sock)
+
+
 def test_daemon_talks_to_systemd(tmp_path, daemon_factory):
     """READY=1 after start-up, STATUS= with counts, WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1."""
     inbox, dest = tmp_path / "inbox", tmp_path / "sorted"
     inbox.mkdir()
     path = tmp_path / "notify"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
-        server.bind(str(path))
-        server.setblocking(False)
+    listener = NotifyListener(path)
+    try:
         d = daemon_factory([inbox], dest, env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}).start()
         (inbox / "a.jpg").write_bytes(photo(1, green=True))
-        wait_until(lambda: moved_to(dest, "a.jpg"), 15, "a.jpg filed")
-        time.sleep(1.0)
+        wait_until(lambda: moved_to(dest, "a.jpg"), what="a.jpg filed")
+        wait_until(lambda: listener.messages.count("WATCHDOG=1") >= 3, what="three watchdog pings")
         assert d.stop()[0] == 0
-        messages = receive_all(server)
+    finally:
+        messages = listener.close()
     assert any(m.startswith("READY=1") for m in messages)
     assert "STATUS=sorted 1 (aurora 1, other 0, rejected 0), waiting 0" in messages
-    assert messages.count("WATCHDOG=1") >= 3  # every 0.2 s for over a second
     ready = next(i for i, m in enumerate(messages) if m.startswith("READY=1"))
     assert ready < messages.index("STOPPING=1")
+
+
+def test_a_notify_socket_nobody_reads_does_not_stop_the_daemon(tmp_path, daemon_factory):
+    """The notify socket's queue is full (nobody reads it): the daemon still files photos and
+    stops cleanly on SIGTERM, instead of blocking in sendto."""
+    inbox, dest = tmp_path / "inbox", tmp_path / "sorted"
+    inbox.mkdir()
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        filler.setblocking(False)
+        try:
+            while True:  # fill the queue up to the kernel's limit
+                filler.sendto(b"X=1", str(path))
+        except BlockingIOError:
+            pass
+        finally:
+            filler.close()
+        d = daemon_factory([inbox], dest, env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}).start()
+        (inbox / "a.jpg").write_bytes(photo(2, green=True))
+        (inbox / "b.jpg").write_bytes(photo(3, green=False))
+        wait_until(lambda: moved_to(dest, "a.jpg") and moved_to(dest, "b.jpg"), what="both filed")
+        assert d.stop()[0] == 0
+    assert d.find("sd_notify failed")
