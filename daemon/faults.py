@@ -12,6 +12,8 @@ Stages (each named where it is called):
           a stopping daemon is released, so SIGTERM still finishes the batch in flight;
 - unlink: a file's new name is durable and its source name is about to be removed (mover.py):
           a kill here leaves the file under both names, with the journal's intent row.
+- copy:   a chunk of a copy has been written under its temporary name (mover.py; each chunk is
+          one pass): a kill here leaves a half copy that must never appear under the real name.
 
 While the gate file exists, every thread that reaches the stage logs `paused` once (with the
 stage) and waits; removing the file lets them all go. A gate file holding a number N lets N more
@@ -33,7 +35,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 ENV = "NORDLYS_TEST_PAUSE"
-STAGES = ("batch", "unlink")
+STAGES = ("batch", "unlink", "copy")
 POLL_SECONDS = 0.01
 
 

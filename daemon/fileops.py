@@ -8,12 +8,21 @@ under its real name) must hold the same way wherever a file is read or placed.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
 import hashlib
 import os
+import platform
+import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 # --- reading and hashing ------------------------------------------------------------------------
 
@@ -65,3 +74,112 @@ def read_hashed(path: Path) -> tuple[bytes, KnownHash | None]:
 
 
 # --- temporary names and the single-file move -----------------------------------------------------
+
+TEMP_PREFIX = ".nordlys-tmp-"  # + "<pid>-<random>": recovery removes leftovers of dead processes
+RENAME_NOREPLACE = 1  # linux/fs.h: renameat2() fails with EEXIST instead of replacing the target
+_AT_FDCWD = -100
+_RENAMEAT2_SYSCALL = {"x86_64": 316, "aarch64": 276, "armv7l": 382, "i686": 353, "riscv64": 276,
+                      "ppc64le": 357, "s390x": 347}  # for a libc older than glibc 2.28 (no renameat2 symbol)
+# link() errors that mean "this file system cannot make hard links (here)": vfat/exFAT always,
+# and a file owned by another user under fs.protected_hardlinks.
+NO_HARDLINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS})
+# renameat2() errors that mean "not here": an old kernel, or a file system without the flag (NFS, some FUSE).
+_NO_RENAMEAT2 = frozenset({errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP})
+
+def temp_name(folder: Path) -> Path:
+    """A fresh temporary name in `folder`: a dotfile (so watchers and `ignore` pass it by) that
+    carries our pid, so recovery can tell a dead process's leftover from a live one's copy."""
+    return folder / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+
+
+@functools.cache
+def _renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    func = getattr(libc, "renameat2", None)
+    if func is not None:
+        return func  # type: ignore[no-any-return]
+    number = _RENAMEAT2_SYSCALL.get(platform.machine())
+    if number is None:
+        return None
+    return lambda *args: libc.syscall(number, *args)  # type: ignore[no-any-return]
+
+
+def rename_noreplace(src: Path, dest: Path) -> None:
+    """Give `src` the name `dest`, atomically, and never over an existing `dest` (FileExistsError).
+
+    Why not os.rename: it silently replaces whatever took `dest` meanwhile. Why not os.link +
+    unlink: FAT/exFAT have no hard links, and fs.protected_hardlinks refuses them for another
+    user's file. renameat2(RENAME_NOREPLACE) has neither problem (ext4, btrfs, xfs, tmpfs, vfat,
+    exfat since Linux 3.15-5.x); where the kernel or file system lacks it, `_rename_checked`."""
+    func = _renameat2()
+    if func is not None:
+        if func(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dest), RENAME_NOREPLACE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in _NO_RENAMEAT2:
+            raise OSError(code, os.strerror(code), os.fspath(src), None, os.fspath(dest))
+    _rename_checked(src, dest)
+
+
+def _rename_checked(src: Path, dest: Path) -> None:
+    """No-clobber rename without renameat2. With hard links: link (fails on an existing name),
+    then drop the old name. Without: claim `dest` with an empty O_EXCL placeholder, then rename
+    over the placeholder only while `dest` is still that same empty file. What stays unchecked is
+    the microseconds between that last look and the rename; a crash in between leaves the empty
+    placeholder, which recovery removes (undo.recover_interrupted: an empty destination)."""
+    try:
+        os.link(src, dest, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in NO_HARDLINKS:
+            raise
+    else:
+        os.unlink(src)
+        return
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        mine = os.fstat(fd)
+    finally:
+        os.close(fd)
+    now = os.lstat(dest)
+    if (now.st_dev, now.st_ino, now.st_size) != (mine.st_dev, mine.st_ino, 0):
+        raise FileExistsError(errno.EEXIST, "destination was taken meanwhile", os.fspath(dest))
+    try:
+        os.rename(src, dest)
+    except OSError:
+        os.unlink(dest)  # still our empty placeholder: checked just above
+        raise
+
+
+def owner_alive(name: str, prefix: str = TEMP_PREFIX) -> bool:
+    """Temporary and aside names are prefix + "<pid>-...": is that process (not this one) still
+    running, and so maybe still using the file?"""
+    pid_text = name[len(prefix):].split("-", 1)[0]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Remove the temporary copies dead processes left in `folder` (recovery calls this for every
+    destination of an interrupted move). A temporary copy is never the only copy: the source is
+    removed only after the copy has its real name."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in sorted(names):
+        path = folder / name
+        if not name.startswith(TEMP_PREFIX) or owner_alive(name):
+            continue
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)
+                log.warning("removed leftover temporary copy", path=str(path))
+        except OSError as exc:
+            log.error("cannot remove leftover temporary copy", path=str(path), reason=exc.strerror or str(exc))

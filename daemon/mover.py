@@ -27,7 +27,8 @@ from typing import Mapping, Sequence
 
 import structlog
 
-from nordlys.daemon.fileops import CHUNK, KnownHash, file_signature, sha256_file
+from nordlys.daemon import fileops
+from nordlys.daemon.fileops import CHUNK, NO_HARDLINKS, TEMP_PREFIX, KnownHash, file_signature, sha256_file
 from nordlys.daemon.faults import pause_point
 from nordlys.daemon.grouping import PhotoGroup, split_name
 from nordlys.daemon.journal import Finished, IntentItem, Journal
@@ -35,13 +36,10 @@ from nordlys.daemon.placement import Verdict
 
 log = structlog.get_logger(__name__)
 
-TEMP_PREFIX = ".nordlys-tmp-"  # + "<pid>-<random>": recovery removes leftovers of dead processes
 ASIDE_PREFIX = ".nordlys-aside-"  # + "<pid>-<aside_tag(name)>-<random>": a source's name while it is removed
 NAME_MAX = 255  # bytes in one file name on ext4, btrfs, xfs, APFS, NTFS (UTF-16 units there)
 MAX_PLAN_ATTEMPTS = 5  # re-plans after a name was taken between planning and moving
 
-# link() errors that mean "this file system cannot make hard links": copy with O_EXCL instead.
-_NO_HARDLINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
 _REASONS = {
     errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
     errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
@@ -199,7 +197,7 @@ def _remove_empty_dirs(dirs: Sequence[Path]) -> None:
 
 def _link_into_place(src: Path, dest: Path, before: os.stat_result, later: set[Path] | None = None) -> str | None:
     """Same file system: a second name, then drop the first. Returns None when done, or
-    "copy" / "exclusive" when the file has to be copied instead. later: see _unlink_source."""
+    "copy" when the file has to be copied instead (another file system, or no hard links here). later: see _unlink_source."""
     try:
         os.link(src, dest, follow_symlinks=False)
     except FileExistsError:
@@ -207,8 +205,8 @@ def _link_into_place(src: Path, dest: Path, before: os.stat_result, later: set[P
     except OSError as exc:
         if exc.errno == errno.EXDEV:
             return "copy"
-        if exc.errno in _NO_HARDLINKS:
-            return "exclusive"
+        if exc.errno in NO_HARDLINKS:
+            return "copy"  # to a temporary name, then a no-clobber rename (_copy_into_place)
         raise MoveError(src, f"{human_reason(exc)}: cannot create {dest}") from exc
     try:
         if file_signature(os.lstat(dest)) != file_signature(before):
@@ -230,6 +228,7 @@ def _copy_hashing(fd_in: int, fd_out: int) -> str:
         view = memoryview(chunk)
         while view:
             view = view[os.write(fd_out, view):]
+        pause_point("copy")  # tests only (faults.py): a kill here leaves a half copy under a temporary name
     return digest.hexdigest()
 
 
@@ -243,18 +242,19 @@ def _copy_metadata(src: Path, dest: Path, st: os.stat_result) -> None:
 
 
 def _copy_into_place(src: Path, dest: Path, before: os.stat_result, reference: str, *,
-                     exclusive: bool, later: set[Path] | None = None) -> None:
-    """Copy, verify, name, then drop the source. exclusive: the file system has no hard links,
-    so the final name itself is created with O_EXCL (no temporary name)."""
-    target = dest if exclusive else dest.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+                     later: set[Path] | None = None, keep_source: bool = False) -> None:
+    """Copy to a temporary name, fsync, verify, give the copy its real name with a no-clobber
+    rename, then drop the source (unless keep_source: copy mode, inbox.mode). The real name
+    appears only once the copy is whole and durable, so a crash mid-copy leaves only the
+    temporary file, which recovery removes; and it needs no hard links (FAT, exFAT, another
+    user's file under fs.protected_hardlinks)."""
+    target = fileops.temp_name(dest.parent)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
         fd_out = os.open(target, flags, 0o600)
-    except FileExistsError:
-        raise
     except OSError as exc:
         raise MoveError(src, f"{human_reason(exc)}: cannot create {target}") from exc
-    made_dest = exclusive
+    made_dest = False
     try:
         try:
             fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
@@ -272,17 +272,15 @@ def _copy_into_place(src: Path, dest: Path, before: os.stat_result, reference: s
         if file_signature(after)[1:] != file_signature(before)[1:]:
             raise MoveError(src, "changed while being copied; not moved")
         _copy_metadata(src, target, before)
-        if not exclusive:
-            os.link(target, dest, follow_symlinks=False)  # FileExistsError: someone else's file
-            made_dest = True
+        fileops.rename_noreplace(target, dest)  # FileExistsError: someone else's file
+        made_dest = True
         _fsync_dir(dest.parent)
-        if not exclusive:
-            os.unlink(target)
-        _unlink_source(src, before, later)
+        if not keep_source:
+            _unlink_source(src, before, later)
     except BaseException as exc:
-        if not exclusive:
+        if not made_dest:
             _remove_quietly(target)
-        if made_dest:
+        else:
             _drop_second_name(src, dest, same_inode=False)
         if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
             raise MoveError(src, f"{human_reason(exc)}: cannot copy it to {dest}") from exc
@@ -339,15 +337,11 @@ def restore_aside(aside: Path, src: Path) -> Path:
     for _attempt in range(MAX_PLAN_ATTEMPTS):
         target = src if not os.path.lexists(src) else plan_destinations([src], src.parent)[src]
         try:
-            os.link(aside, target, follow_symlinks=False)
+            fileops.rename_noreplace(aside, target)
         except FileExistsError:
             continue
-        except OSError as exc:  # no hard links here (vfat, some FUSE): a rename onto a free name
-            if exc.errno not in _NO_HARDLINKS:
-                raise MoveError(src, f"{human_reason(exc)}: it is kept as {aside.name}") from exc
-            os.rename(aside, target)
-        else:
-            os.unlink(aside)
+        except OSError as exc:
+            raise MoveError(src, f"{human_reason(exc)}: it is kept as {aside.name}") from exc
         _fsync_dir(src.parent)
         return target
     raise MoveError(src, f"free names next to it kept being taken; it is kept as {aside.name}")
@@ -402,7 +396,7 @@ def move_file(src: Path, dest: Path, *, expected_sha256: str | None = None,
     try:
         mode = "copy" if cross else _link_into_place(src, dest, before, later)
         if mode is not None:
-            _copy_into_place(src, dest, before, digest, exclusive=(mode == "exclusive"), later=later)
+            _copy_into_place(src, dest, before, digest, later=later)
     except BaseException:
         _remove_empty_dirs(created)
         raise

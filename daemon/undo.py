@@ -19,9 +19,10 @@ from typing import Sequence
 
 import structlog
 
+from nordlys.daemon.fileops import owner_alive, remove_stale_temps
 from nordlys.daemon.journal import DONE, Entry, Journal
 from nordlys.daemon.mover import (
-    ASIDE_PREFIX, MAX_PLAN_ATTEMPTS, TEMP_PREFIX, MoveError, aside_tag, human_reason, move_file, plan_destinations,
+    ASIDE_PREFIX, MAX_PLAN_ATTEMPTS, MoveError, aside_tag, human_reason, move_file, plan_destinations,
     restore_aside, sha256_file,
 )
 from nordlys.daemon.placement import Verdict
@@ -70,6 +71,10 @@ def _recover_both(journal: Journal, entry: Entry) -> str:
     """Source and destination both exist: the link or the copy was made, the unlink was not."""
     identical = _same_inode(entry.source, entry.dest) or (
         _regular_sha256(entry.dest) == entry.sha256 and _regular_sha256(entry.source) == entry.sha256)
+    if not identical and _empty_placeholder(entry):
+        os.unlink(entry.dest)  # the checked rename's claim on the name (fileops._rename_checked): no bytes
+        journal.rolled_back(entry.id, "interrupted before the move; the file stayed at its source")
+        return RECOVERED_ROLLED_BACK
     if not identical:
         log.warning("left both after crash", src=str(entry.source), dest=str(entry.dest),
                     reason="they differ from the journaled content")
@@ -82,6 +87,17 @@ def _recover_both(journal: Journal, entry: Entry) -> str:
         return f"left both: cannot remove the source: {human_reason(exc)}"
     journal.done(entry.id, entry.dest)
     return RECOVERED_SOURCE_REMOVED
+
+
+def _empty_placeholder(entry: Entry) -> bool:
+    """An empty destination for a non-empty file whose source still holds the journaled bytes:
+    the name a crash left claimed, never a copy of anything."""
+    try:
+        st = os.lstat(entry.dest)
+    except OSError:
+        return False
+    return (stat.S_ISREG(st.st_mode) and st.st_size == 0 < entry.size
+            and _regular_sha256(entry.source) == entry.sha256)
 
 
 def _recover_one(journal: Journal, entry: Entry) -> str:
@@ -103,38 +119,6 @@ def _recover_one(journal: Journal, entry: Entry) -> str:
     return RECOVERED_MISSING
 
 
-def _temp_owner_alive(name: str, prefix: str = TEMP_PREFIX) -> bool:
-    """Temp names are prefix + "<pid>-..."; a live other process may still be using it."""
-    pid_text = name[len(prefix):].split("-", 1)[0]
-    if not pid_text.isdigit() or int(pid_text) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def _remove_stale_temps(folder: Path) -> None:
-    """A temp copy is never the only copy (the source is removed last), so leftovers can go."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in sorted(names):
-        path = folder / name
-        if not name.startswith(TEMP_PREFIX) or _temp_owner_alive(name):
-            continue
-        try:
-            if stat.S_ISREG(os.lstat(path).st_mode):
-                os.unlink(path)
-                log.warning("removed leftover temporary copy", path=str(path))
-        except OSError as exc:
-            log.error("cannot remove leftover temporary copy", path=str(path), reason=human_reason(exc))
-
-
 def _settle_asides(folder: Path, entries: Sequence[Entry]) -> None:
     """A crash between renaming a source aside and removing it (mover._unlink_source) leaves the
     aside name: when it holds the moved bytes, which are at the destination, it goes; anything
@@ -145,7 +129,7 @@ def _settle_asides(folder: Path, entries: Sequence[Entry]) -> None:
     except OSError:
         return
     for name in names:
-        if _temp_owner_alive(name, ASIDE_PREFIX):
+        if owner_alive(name, ASIDE_PREFIX):
             continue
         fields = name[len(ASIDE_PREFIX):].split("-")  # pid, tag, random
         path, entry = folder / name, by_tag.get(fields[1] if len(fields) == 3 else "")
@@ -173,7 +157,7 @@ def recover_interrupted(journal: Journal) -> list[tuple[Entry, str]]:
         log.info("recovered", src=str(entry.source), dest=str(entry.dest), action=action)
         results.append((entry, action))
     for folder in sorted({entry.dest.parent for entry, _ in results}):
-        _remove_stale_temps(folder)
+        remove_stale_temps(folder)
     for folder in sorted({entry.source.parent for entry, _ in results}):
         _settle_asides(folder, [entry for entry, _ in results if entry.source.parent == folder])
     return results

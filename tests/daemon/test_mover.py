@@ -261,18 +261,18 @@ def test_unlinkable_file_falls_back_to_copy_and_cleans_up(tmp_path, immutable):
     assert src.read_bytes() == b"immutable" and not (tmp_path / "out").exists()
 
 
-def test_exclusive_copy_path_for_filesystems_without_hard_links(tmp_path):
+def test_copy_path_for_filesystems_without_hard_links(tmp_path):
     src = write(tmp_path / "in" / "a.jpg", b"copy me")
     dest = write(tmp_path / "out" / "a.jpg", b"taken")
     before = os.lstat(src)
     with pytest.raises(FileExistsError):
-        _copy_into_place(src, dest, before, sha(b"copy me"), exclusive=True)
+        _copy_into_place(src, dest, before, sha(b"copy me"))
     assert dest.read_bytes() == b"taken" and src.exists()
     free = tmp_path / "out" / "b.jpg"
     with pytest.raises(MoveError, match="changed since it was hashed"):
-        _copy_into_place(src, free, before, sha(b"other"), exclusive=True)
+        _copy_into_place(src, free, before, sha(b"other"))
     assert not free.exists() and src.read_bytes() == b"copy me"
-    _copy_into_place(src, free, before, sha(b"copy me"), exclusive=True)
+    _copy_into_place(src, free, before, sha(b"copy me"))
     assert free.read_bytes() == b"copy me" and not src.exists() and leftovers(free.parent) == []
 
 
