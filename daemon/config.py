@@ -46,6 +46,9 @@ class InboxConfig:
     recursive: bool = True  # also sort photos in sub-folders
     polling: bool = False  # poll instead of inotify (NFS, CIFS, SSHFS send no inotify events)
     poll_interval: float = 5.0  # seconds between polls when polling is on
+    mode: Literal["auto", "move", "copy"] = "auto"  # auto: move, but copy from a Syncthing folder that would send
+    #   the deletion back to the phone (syncsafety.py); copy: file a copy, leave the source; move: always move
+    sender_send_only: bool = False  # the device sending into this Syncthing folder has it as "Send Only"
 
 
 @dataclass
@@ -54,6 +57,7 @@ class FoldersConfig:
     other: str = "other"
     review: str = "review"  # scores inside the uncertainty band
     rejected: str = "rejected"  # files that could not be read as images
+    duplicates: str = "duplicates"  # photos whose exact bytes were filed before (duplicates: folder)
 
 
 @dataclass
@@ -95,6 +99,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     ignore: list[str] = field(default_factory=lambda: list(DEFAULT_IGNORE))  # fnmatch patterns on file names
     journal: Path | None = None  # SQLite journal; null = $XDG_STATE_HOME/nordlys/journal.sqlite
+    duplicates: Literal["leave", "folder", "keep"] = "leave"  # a photo whose exact bytes (sha256) were filed
+    #   before: leave it where it is, move it to folders.duplicates, or keep it (filed again as NAME_1)
+    syncthing_config: Path | None = None  # Syncthing's config.xml, to learn folder types; null = the usual places
     log: LogConfig = field(default_factory=LogConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
 
@@ -144,7 +151,7 @@ def check_values(config: Config, *, source: str = "config") -> None:
         if not name or "/" in name or name in (".", ".."):
             fail(f"folders.{key}", name, "a plain folder name (no '/', not '.' or '..')")
     if len(set(names.values())) != len(names):
-        fail("folders", names, "four different folder names")
+        fail("folders", names, f"{len(names)} different folder names")
     w = config.watch
     for key in ("settle_seconds", "batch_wait", "hook_timeout", "sidecar_wait"):
         if getattr(w, key) < 0:

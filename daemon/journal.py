@@ -34,7 +34,7 @@ from nordlys.daemon.placement import Verdict
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 2  # 2: corrections + models tables (see _MIGRATIONS)
+SCHEMA_VERSION = 3  # 2: corrections + models tables; 3: copy mode (see _MIGRATIONS)
 INTENT, DONE, FAILED, ROLLED_BACK, UNDONE, RESTORED = (
     "intent", "done", "failed", "rolled_back", "undone", "restored")
 STATUSES = (INTENT, DONE, FAILED, ROLLED_BACK, UNDONE, RESTORED)
@@ -106,6 +106,17 @@ CREATE TABLE models (
     metrics TEXT NOT NULL DEFAULT '{}'  -- JSON: gate numbers
 );
 """,
+    3: """
+ALTER TABLE entries ADD COLUMN keeps_source INTEGER NOT NULL DEFAULT 0;  -- 1: a copy, the source stays (copy mode)
+CREATE TABLE kept (
+    path TEXT PRIMARY KEY,      -- an inbox file left where it is on purpose: its content is filed
+    size INTEGER NOT NULL,      -- its size and mtime when that was checked: a rescan skips it
+    mtime_ns INTEGER NOT NULL,  -- while both are unchanged, without reading it again
+    sha256 TEXT NOT NULL,
+    dest TEXT NOT NULL,         -- where its content is filed
+    time TEXT NOT NULL          -- UTC ISO 8601
+);
+""",
 }
 
 
@@ -161,6 +172,7 @@ class Entry:
     status: str
     detail: str = ""
     undoes: int | None = None
+    keeps_source: bool = False  # a copy (copy mode): the source stays; recovery never removes it
 
 
 @dataclass(frozen=True)
@@ -174,6 +186,7 @@ class IntentItem:
     verdict: Verdict
     group_id: str
     undoes: int | None = None
+    keep_source: bool = False  # copy mode: the file is copied and its source stays
 
 
 @dataclass(frozen=True)
@@ -383,10 +396,11 @@ class Journal:
                 v = it.verdict
                 cur = conn.execute(
                     "INSERT INTO entries (run_id, group_id, source, dest, size, sha256, score, label,"
-                    " reason, model_version, time, status, updated, undoes)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " reason, model_version, time, status, updated, undoes, keeps_source)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (run_id, it.group_id, _path_in(it.source), _path_in(it.dest), it.size, it.sha256,
-                     v.score, v.folder, v.reason, v.model_version, now, INTENT, now, it.undoes))
+                     v.score, v.folder, v.reason, v.model_version, now, INTENT, now, it.undoes,
+                     int(it.keep_source)))
                 ids.append(int(cur.lastrowid or 0))
         return ids
 
@@ -527,10 +541,10 @@ class Journal:
         with self._lock:
             for r in self._conn.execute(
                     "SELECT id, run_id, group_id, source, dest, size, sha256, score, label, reason,"
-                    f" model_version, time, status, detail, undoes FROM entries {tail}", params):
+                    f" model_version, time, status, detail, undoes, keeps_source FROM entries {tail}", params):
                 entry = Entry(id=r[0], run_id=r[1], group_id=r[2], source=_path_out(r[3]), dest=_path_out(r[4]),
                               size=r[5], sha256=r[6], score=r[7], label=r[8], reason=r[9], model_version=r[10],
-                              time=r[11], status=r[12], detail=r[13], undoes=r[14])
+                              time=r[11], status=r[12], detail=r[13], undoes=r[14], keeps_source=bool(r[15]))
                 if keep is None or keep(entry):
                     found.append(entry)
         return found
@@ -540,6 +554,21 @@ class Journal:
     def filed_by_sha(self, sha256: str) -> list[Entry]:
         """"done" entries of photos with these bytes, oldest first (a correction's origin)."""
         return self._select("WHERE sha256 = ? AND status = ? ORDER BY id", (sha256, DONE))
+
+    # --- inbox files left in place on purpose (schema 3): copy mode and re-sent duplicates ------
+
+    def remember_kept(self, path: Path, st: os.stat_result, sha256: str, dest: Path) -> None:
+        """`path` stays in its inbox although its content is filed at `dest`; a rescan skips it
+        while its size and mtime are still those of `st` (Service._scan, inbox.mode: copy)."""
+        with self._tx() as conn:
+            conn.execute("INSERT OR REPLACE INTO kept (path, size, mtime_ns, sha256, dest, time)"
+                         " VALUES (?, ?, ?, ?, ?, ?)",
+                         (_path_in(path), st.st_size, st.st_mtime_ns, sha256, _path_in(dest), utc_now()))
+
+    def kept_signature(self, path: Path) -> tuple[int, int] | None:
+        """(size, mtime_ns) of `path` when it was last left in place on purpose, or None."""
+        rows = self._query("SELECT size, mtime_ns FROM kept WHERE path = ?", (_path_in(path),))
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def record_correction(self, *, entry_id: int | None, path: Path, sha256: str, old_label: str,
                           new_label: str, score: float | None, model_version: str) -> int:

@@ -60,6 +60,7 @@ class MoveResult:
     sha256: str
     cross_device: bool
     created_dirs: tuple[Path, ...] = ()  # new folders, outermost first (undo removes them when empty)
+    kept_source: bool = False  # copy mode: a copy was filed and the source stays where it is
 
 
 class MoveError(Exception):
@@ -370,14 +371,16 @@ def _drop_second_name(src: Path, dest: Path, *, same_inode: bool) -> None:
     _remove_quietly(dest)
 
 
-def move_file(src: Path, dest: Path, *, expected_sha256: str | None = None,
-              dry_run: bool = False, known: KnownHash | None = None, later: set[Path] | None = None) -> MoveResult:
+def move_file(src: Path, dest: Path, *, expected_sha256: str | None = None, dry_run: bool = False,
+              known: KnownHash | None = None, later: set[Path] | None = None, keep_source: bool = False) -> MoveResult:
     """Move one file to `dest`, which must not exist (FileExistsError otherwise: re-plan).
 
     Raises MoveError, with the source untouched, for anything else that goes wrong.
     dry_run: checks and hashes the source, touches nothing. known: a hash taken earlier, used
     instead of reading the file again while its signature is unchanged. later: the source
-    folder's fsync is left to the caller (see _unlink_source).
+    folder's fsync is left to the caller (see _unlink_source). keep_source: copy mode (a synced
+    inbox, syncsafety.py): file a copy, never a hard link (a writer updating the inbox file in
+    place would change the filed one too), and leave the source.
     """
     src, dest = Path(src), Path(dest)
     before = _lstat_regular(src)
@@ -394,13 +397,13 @@ def move_file(src: Path, dest: Path, *, expected_sha256: str | None = None,
         return MoveResult(src, dest, size, digest, cross)
     created = _make_parents(src, dest.parent)
     try:
-        mode = "copy" if cross else _link_into_place(src, dest, before, later)
+        mode = "copy" if cross or keep_source else _link_into_place(src, dest, before, later)
         if mode is not None:
-            _copy_into_place(src, dest, before, digest, later=later)
+            _copy_into_place(src, dest, before, digest, later=later, keep_source=keep_source)
     except BaseException:
         _remove_empty_dirs(created)
         raise
-    return MoveResult(src, dest, size, digest, mode == "copy", created)
+    return MoveResult(src, dest, size, digest, mode == "copy", created, keep_source)
 
 
 # --- moving a group -------------------------------------------------------------------------
@@ -408,6 +411,9 @@ def move_file(src: Path, dest: Path, *, expected_sha256: str | None = None,
 def _roll_back(moved: Sequence[tuple[MoveResult, int | None]], journal: Journal | None, why: str) -> None:
     """Put already-moved members back, newest first, so a group is never split."""
     for result, entry_id in reversed(moved):
+        if result.kept_source:  # copy mode: the source never left; the copy goes unless it is the last one
+            _drop_copy(result, journal, entry_id, why)
+            continue
         try:
             move_file(result.dest, result.source, expected_sha256=result.sha256)
         except (MoveError, FileExistsError) as exc:  # stays at dest; the journal still says "done"
@@ -417,6 +423,22 @@ def _roll_back(moved: Sequence[tuple[MoveResult, int | None]], journal: Journal 
         log.warning("moved back", src=str(result.dest), dest=str(result.source), reason=why)
         if journal is not None and entry_id is not None:
             journal.rolled_back(entry_id, why)
+
+
+def _drop_copy(result: MoveResult, journal: Journal | None, entry_id: int | None, why: str) -> None:
+    """Roll back a copy-mode member: remove the copy while the source still holds its bytes."""
+    try:
+        same = sha256_file(result.source)[0] == result.sha256
+    except OSError:
+        same = False
+    if not same:
+        log.error("rollback failed", src=str(result.dest), dest=str(result.source),
+                  reason="the source no longer holds these bytes; the copy is kept")
+        return
+    _remove_quietly(result.dest)
+    _remove_empty_dirs(result.created_dirs)
+    if journal is not None and entry_id is not None:
+        journal.rolled_back(entry_id, why)
 
 
 def _move_planned(planned: PlannedGroup, entry_ids: Sequence[int | None], journal: Journal | None,
@@ -431,7 +453,8 @@ def _move_planned(planned: PlannedGroup, entry_ids: Sequence[int | None], journa
     rows: list[Finished] = []
     for i, (member, h, entry_id) in enumerate(zip(group.members, planned.hashed, entry_ids, strict=True)):
         try:
-            result = move_file(member, plan[member], expected_sha256=h.sha256, known=h, later=later)
+            result = move_file(member, plan[member], expected_sha256=h.sha256, known=h, later=later,
+                               keep_source=planned.keep_source)
         except (MoveError, OSError) as exc:
             if journal is not None:
                 for folder in {r.source.parent for r, _ in moved} if later is not None else ():
@@ -499,17 +522,18 @@ class PlannedGroup:
     verdict: Verdict
     plan: dict[Path, Path]
     hashed: tuple[KnownHash, ...]
+    keep_source: bool = False  # copy mode: file copies, leave the sources (syncsafety.py)
 
     def known(self) -> dict[Path, KnownHash]:
         return dict(zip(self.group.members, self.hashed, strict=True))
 
     def intents(self, group_id: str) -> list[IntentItem]:
-        return [IntentItem(m, self.plan[m], h.size, h.sha256, self.verdict, group_id)
+        return [IntentItem(m, self.plan[m], h.size, h.sha256, self.verdict, group_id, keep_source=self.keep_source)
                 for m, h in zip(self.group.members, self.hashed, strict=True)]
 
 
 def plan_group(group: PhotoGroup, dest_dir: Path, verdict: Verdict, *, taken: set[Path],
-               known: Mapping[Path, KnownHash] | None = None) -> PlannedGroup:
+               known: Mapping[Path, KnownHash] | None = None, keep_source: bool = False) -> PlannedGroup:
     """Check and hash a group's members and choose their names in dest_dir, none of them in
     `taken`; the chosen names are added to `taken`, so groups planned together never share one.
     known: hashes taken when the members were read (see move_group). Raises MoveError."""
@@ -523,12 +547,12 @@ def plan_group(group: PhotoGroup, dest_dir: Path, verdict: Verdict, *, taken: se
     except ValueError as exc:  # no free name fits: this group stays, the batch goes on
         raise MoveError(group.primary, f"{exc}; not moved") from None
     taken.update(plan.values())
-    return PlannedGroup(group, dest_dir, verdict, plan, tuple(hashed))
+    return PlannedGroup(group, dest_dir, verdict, plan, tuple(hashed), keep_source)
 
 
 def move_group(group: PhotoGroup, dest_dir: Path, verdict: Verdict, *, journal: Journal | None,
                run_id: int | None, dry_run: bool = False, reserved: set[Path] | None = None,
-               known: Mapping[Path, KnownHash] | None = None) -> list[MoveResult]:
+               known: Mapping[Path, KnownHash] | None = None, keep_source: bool = False) -> list[MoveResult]:
     """File a photo group into dest_dir: all members, with one shared name suffix, or none.
 
     Journal intents for every member are written (one transaction) before anything moves.
@@ -539,7 +563,7 @@ def move_group(group: PhotoGroup, dest_dir: Path, verdict: Verdict, *, journal: 
     """
     taken = reserved if reserved is not None else set()
     for _attempt in range(MAX_PLAN_ATTEMPTS):
-        planned = plan_group(group, dest_dir, verdict, taken=taken, known=known)
+        planned = plan_group(group, dest_dir, verdict, taken=taken, known=known, keep_source=keep_source)
         if dry_run:
             return _dry_run(planned)
         entry_ids: list[int | None] = [None] * len(group.members)
@@ -578,7 +602,7 @@ def move_groups(planned: Sequence[PlannedGroup], *, journal: Journal,
                 log.info("destination taken, re-planning", path=str(p.group.primary), dest=str(exc.filename))
                 try:
                     results.append(move_group(p.group, p.dest_dir, p.verdict, journal=journal, run_id=run_id,
-                                              known=p.known()))
+                                              known=p.known(), keep_source=p.keep_source))
                 except Exception as again:
                     results.append(again)
             except Exception as exc:

@@ -71,6 +71,9 @@ def _recover_both(journal: Journal, entry: Entry) -> str:
     """Source and destination both exist: the link or the copy was made, the unlink was not."""
     identical = _same_inode(entry.source, entry.dest) or (
         _regular_sha256(entry.dest) == entry.sha256 and _regular_sha256(entry.source) == entry.sha256)
+    if entry.keeps_source and _regular_sha256(entry.dest) == entry.sha256:
+        journal.done(entry.id, entry.dest)  # copy mode: the copy is whole, and its source stays where it is
+        return RECOVERED_DONE
     if not identical and _empty_placeholder(entry):
         os.unlink(entry.dest)  # the checked rename's claim on the name (fileops._rename_checked): no bytes
         journal.rolled_back(entry.id, "interrupted before the move; the file stayed at its source")

@@ -49,7 +49,7 @@ def test_empty_config_is_all_defaults():
     ({"inboxes": [{"recursive": True}]}, "inboxes[0].path", "is missing"),
     ({"inboxes": "/a"}, "inboxes", "a list"),
     ({"folders": {"aurora": "a/b"}}, "folders.aurora", "plain folder name"),
-    ({"folders": {"aurora": "x", "other": "x"}}, "folders", "four different"),
+    ({"folders": {"aurora": "x", "other": "x"}}, "folders", "different folder names"),
 ])
 def test_bad_values_name_key_value_and_expectation(raw, key, expected):
     with pytest.raises(ConfigError) as info:
