@@ -43,7 +43,7 @@ def file_photos(d: Daemon, photos: dict[str, bytes]) -> None:
         (inbox / name).write_bytes(data)
     for name, data in photos.items():
         folder = "aurora" if name.startswith("g") else "other"
-        wait_until(lambda: (d.dest / folder / name).exists(), 20, f"{name} filed into {folder}/")
+        wait_until(lambda: (d.dest / folder / name).exists(), what=f"{name} filed into {folder}/")
     d.wait_for("sorted", path=str(inbox / list(photos)[-1]))
 
 
@@ -65,9 +65,10 @@ def test_moves_between_output_folders_are_corrections_and_others_are_not(daemon,
     # corrections: aurora -> other (renamed on the way), and other -> aurora
     (dest / "aurora" / "g5.jpg").rename(dest / "other" / "field.jpg")
     (dest / "other" / "o1.jpg").rename(dest / "aurora" / "o1.jpg")
+    d.wait_for("correction", path=str(dest / "other" / "field.jpg"))
     d.wait_for("correction", path=str(dest / "aurora" / "o1.jpg"))
     d.stop()
-    rows = corrections_in(d.journal)
+    rows = sorted(corrections_in(d.journal), key=lambda r: Path(r[0]).name)
     assert [(Path(r[0]).name, r[1], r[2]) for r in rows] == [("field.jpg", "aurora", "other"),
                                                            ("o1.jpg", "other", "aurora")]
     assert rows[0][3] == sha(g["g5.jpg"]) and rows[0][4] == "green-test-1"

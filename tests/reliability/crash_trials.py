@@ -4,8 +4,11 @@
 
 One trial: a fresh inbox and output root; a burst of `photos` unique JPEGs (plus an .xmp sidecar
 for every tenth and a truncated JPEG for every fiftieth) written as fast as possible while the
-daemon runs; `kills` times the daemon is killed with SIGKILL after a random delay (which may land
-in start-up, in crash recovery, mid-batch or mid-move) and started again at once; then it runs
+daemon runs; `kills` times the daemon is killed with SIGKILL and started again at once. The first
+kill lands mid-move whatever the machine's speed: the unlink gate (daemon/faults.py) lets a random
+number of files through and holds the next one with its new name made and its old one not yet
+removed. The others come after a random delay (which may land in start-up, in crash recovery,
+mid-batch or mid-move); then it runs
 until the inbox is empty, is stopped with SIGTERM, and `harness.check_invariant` compares the
 disk and the journal with what was written. A kill ends the process only, not the machine, so
 what it tests is the journal's intents and recovery, not the disk's write-back cache.
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tests.reliability.harness import (
-    Findings, TrialDaemon, check_invariant, make_burst, regular_files, table, wait_until, write_burst,
+    Findings, Gate, TrialDaemon, check_invariant, make_burst, regular_files, table, wait_until, write_burst,
 )
 from tests.tiny_models import make_green_model
 
@@ -77,7 +80,8 @@ def run_trial(root: Path, model: Path, *, photos: int, kills: int, seed: int, ot
     inbox.mkdir(parents=True)
     mounted = other_fs and _mount_tmpfs(dest)
     burst = make_burst(photos, seed=seed)
-    daemon = TrialDaemon(root, inboxes=[inbox], dest=dest, model=model)
+    gate = Gate(root / "gates", "unlink").close(after=rng.randrange(photos // 2))
+    daemon = TrialDaemon(root, inboxes=[inbox], dest=dest, model=model, env=Gate.env(gate))
     writer = threading.Thread(target=write_burst, args=(inbox, burst), kwargs={"rng": random.Random(seed + 1)},
                               name="trial-writer")
     result = TrialResult(seed, Findings(), output_fs="tmpfs" if mounted else "same as inbox")
@@ -85,9 +89,13 @@ def run_trial(root: Path, model: Path, *, photos: int, kills: int, seed: int, ot
     try:
         daemon.spawn()
         writer.start()
-        for _ in range(kills):
-            time.sleep(rng.uniform(0.0, 0.5 + photos / PHOTOS_PER_SECOND))
+        for k in range(kills):
+            if k == 0:
+                daemon.wait_for("paused", stage="unlink")
+            else:
+                time.sleep(rng.uniform(0.0, 0.5 + photos / PHOTOS_PER_SECOND))
             _kill(daemon, inbox, result)
+            gate.open()
             daemon.spawn()
         writer.join()
         daemon.wait_for("ready", 60)

@@ -27,9 +27,10 @@ from typing import Callable, Iterable
 
 from PIL import Image
 
-from tests.daemon.test_watch import Daemon, files_under, photo, sha, wait_until
+from tests.daemon.test_watch import Daemon, files_under, photo, sha
+from tests.waiting import DEADLINE, Gate, wait_until
 
-__all__ = ["Burst", "Findings", "TrialDaemon", "check_invariant", "files_under", "journal_entries",
+__all__ = ["DEADLINE", "Burst", "Findings", "Gate", "TrialDaemon", "check_invariant", "files_under", "journal_entries",
            "make_burst", "photo", "sha", "table", "wait_for_none", "wait_until", "write_burst"]
 
 PHOTO_SIZE = (320, 240)  # pixels: small enough for bursts of thousands, big enough to be a real JPEG
@@ -102,12 +103,14 @@ def noise_jpeg(width: int, height: int, *, seed: int = 0, quality: int = 95) -> 
     return buf.getvalue()
 
 
-def wait_for_none(pending: Callable[[], list], timeout: float, what: str) -> None:
-    """Wait until `pending()` is empty; on time-out, say which items were still pending."""
-    deadline = time.monotonic() + timeout
+def wait_for_none(pending: Callable[[], list], timeout: float = DEADLINE, what: str = "nothing pending") -> None:
+    """Wait until `pending()` is empty; on time-out, say which items were still pending. The
+    deadline is at least DEADLINE, as for wait_until."""
+    limit = max(timeout, DEADLINE)
+    deadline = time.monotonic() + limit
     while (left := pending()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not left, f"timed out after {timeout} s waiting for {what}; still pending: {left[:20]!r}"
+    assert not left, f"timed out after {limit:.0f} s waiting for {what}; still pending: {left[:20]!r}"
 
 
 class TrialDaemon(Daemon):
@@ -115,11 +118,7 @@ class TrialDaemon(Daemon):
 
     def spawn(self) -> "TrialDaemon":
         """Start without waiting for "ready", so a kill can land in start-up recovery too."""
-        try:
-            self.start(timeout=0.0)
-        except AssertionError:  # start() gave up on "ready" at once, as asked: expected here
-            pass
-        return self
+        return self.start(wait_ready=False)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
