@@ -10,15 +10,17 @@ reversed), so a crash during an undo is recovered by `recover_interrupted` like 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import structlog
 
+from nordlys.daemon.config import FoldersConfig
 from nordlys.daemon.fileops import owner_alive, remove_stale_temps
 from nordlys.daemon.journal import DONE, Entry, Journal
 from nordlys.daemon.mover import (
@@ -28,6 +30,8 @@ from nordlys.daemon.mover import (
 from nordlys.daemon.placement import Verdict
 
 log = structlog.get_logger(__name__)
+
+DEFAULT_FOLDER_NAMES = tuple(dataclasses.asdict(FoldersConfig()).values())  # aurora, other, review, ...
 
 # Actions reported by recover_interrupted.
 RECOVERED_ROLLED_BACK = "rolled back: never moved"
@@ -45,6 +49,8 @@ class UndoReport:
     restored: list[tuple[Path, Path]] = field(default_factory=list)  # (where it was, where it is now)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why it was left in place)
     renamed: list[tuple[Path, str]] = field(default_factory=list)  # (restored file, why not its old name)
+    found: list[tuple[Path, Path]] = field(default_factory=list)  # (journaled place, where its bytes were found)
+    nothing: str = ""  # why there was nothing to undo, when there was nothing
 
 
 # --- crash recovery -------------------------------------------------------------------------
@@ -168,14 +174,85 @@ def recover_interrupted(journal: Journal) -> list[tuple[Entry, str]]:
 
 # --- undo -----------------------------------------------------------------------------------
 
-def _select(journal: Journal, run_id: int | None, since: datetime | None, paths: Sequence[Path]) -> list[Entry]:
+def _select(journal: Journal, run_id: int | None, since: datetime | None, paths: Sequence[Path],
+            report: UndoReport) -> list[Entry]:
     if run_id is None and since is None and not paths:
         # "the most recent run" means the last `nordlys sort`: a daemon's run is its whole lifetime,
-        # weeks of photos, which a bare `undo` must not sweep back (use --since or PATH for those)
-        run_id = journal.last_run_id("sort", with_status=DONE)
+        # weeks of photos, which a bare `undo` must not sweep back (use --since or PATH for those).
+        # Only the last one: once it is undone, a second bare undo must not reach for an older,
+        # unrelated sort the user never meant.
+        run_id = journal.last_run_id("sort", moved=True)
         if run_id is None:
+            report.nothing = "no `nordlys sort` in the journal; the daemon's moves are undone with --since or PATH"
             return []
+        chosen = journal.entries(run_id=run_id, status=DONE)
+        if not chosen:
+            report.nothing = (f"the last sort (run {run_id}) has nothing left to undo; older moves are undone "
+                              "with --since or PATH")
+        return chosen
     return journal.entries(run_id=run_id, since=since, paths=paths, status=DONE)
+
+
+def output_root_of(dest: Path, folder_names: Collection[str]) -> Path | None:
+    """The output root a sorted file was filed under: the parent of its nearest ancestor named like
+    an output folder (aurora/, other/, ...), whatever sub-folders lie below that."""
+    for parent in dest.parents:
+        if parent.name in folder_names:
+            return parent.parent
+    return None
+
+
+class MovedFinder:
+    """Finds a sorted file the user renamed or moved within its output root, by its SHA-256.
+
+    Each output root is walked once, on the first miss in it; only files of the journaled size
+    are hashed, so a library of thousands costs a directory walk and a handful of reads."""
+
+    def __init__(self, folder_names: Collection[str]) -> None:
+        self.folder_names = set(folder_names)
+        self.by_size: dict[Path, dict[int, list[Path]]] = {}
+        self.claimed: set[Path] = set()  # found for one entry already: never restored twice
+
+    def find(self, entry: Entry) -> Path | None:
+        root = output_root_of(entry.dest, self.folder_names)
+        if root is None:
+            return None
+        if root not in self.by_size:
+            self.by_size[root] = self._index(root)
+        for path in self.by_size[root].get(entry.size, []):
+            if path not in self.claimed and _regular_sha256(path) == entry.sha256:
+                self.claimed.add(path)
+                return path
+        return None
+
+    def _index(self, root: Path) -> dict[int, list[Path]]:
+        sizes: dict[int, list[Path]] = {}
+        for top in (root / name for name in sorted(self.folder_names)):
+            for folder, _dirs, names in os.walk(top):
+                for name in names:
+                    path = Path(folder) / name
+                    try:
+                        st = os.lstat(path)
+                    except OSError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        sizes.setdefault(st.st_size, []).append(path)
+        return sizes
+
+
+def _current_place(entry: Entry, report: UndoReport, finder: MovedFinder | None) -> Path | None:
+    """Where the sorted file is now: its journaled place, or, when that is gone, the file of the
+    same bytes the user moved it to within the output root."""
+    if os.path.lexists(entry.dest):
+        return entry.dest
+    found = finder.find(entry) if finder is not None else None
+    if found is None:
+        report.skipped.append((entry.dest, "missing: no longer at its sorted place, and no file in its output "
+                                           "folders holds its bytes"))
+        return None
+    report.found.append((entry.dest, found))
+    log.info("found moved", path=str(entry.dest), now=str(found), reason="same sha256 as journaled")
+    return found
 
 
 def _restorable(entry: Entry, report: UndoReport) -> bool:
@@ -205,6 +282,7 @@ def _restorable(entry: Entry, report: UndoReport) -> bool:
 def _restore_one(journal: Journal, undo_run: int, entry: Entry, target: Path, report: UndoReport) -> None:
     verdict = Verdict(entry.label, entry.score, entry.reason, entry.model_version)
     for _attempt in range(MAX_PLAN_ATTEMPTS):
+        _stay_put(journal, entry, target)
         entry_id = journal.intent(undo_run, source=entry.dest, dest=target, size=entry.size,
                                   sha256=entry.sha256, verdict=verdict, group_id=entry.group_id,
                                   undoes=entry.id)
@@ -225,6 +303,19 @@ def _restore_one(journal: Journal, undo_run: int, entry: Entry, target: Path, re
     report.skipped.append((entry.dest, f"free names next to {entry.source} kept being taken"))
 
 
+def _stay_put(journal: Journal, entry: Entry, target: Path) -> None:
+    """Tell a running daemon to leave the restored file where undo puts it (journal table `kept`,
+    which Service skips while the file's size and mtime are unchanged): otherwise an undo into a
+    watched inbox is filed again a second later. Written before the move, so the daemon can
+    never see the file first; a move keeps the file's size and mtime. Touching the file, or
+    moving it in anew, has it sorted again."""
+    try:
+        st = os.lstat(entry.dest)
+    except OSError:
+        return  # the move below reports it
+    journal.remember_kept(target, st, entry.sha256, entry.dest)
+
+
 def _report_restored(entry: Entry, target: Path, report: UndoReport, *, verb: str) -> None:
     report.restored.append((entry.dest, target))
     log.info(verb, src=str(entry.dest), dest=str(target))
@@ -235,10 +326,14 @@ def _report_restored(entry: Entry, target: Path, report: UndoReport, *, verb: st
 
 
 def _undo_group(journal: Journal, undo_run: int | None, entries: list[Entry], report: UndoReport,
-                reserved: set[Path]) -> None:
+                reserved: set[Path], finder: MovedFinder | None) -> None:
     """Restore one photo group; when an old name is taken the whole group gets one new suffix."""
     by_folder: dict[Path, list[Entry]] = {}
     for entry in entries:
+        place = _current_place(entry, report, finder)
+        if place is None:
+            continue
+        entry = dataclasses.replace(entry, dest=place)
         if _restorable(entry, report):
             by_folder.setdefault(entry.source.parent, []).append(entry)
     for folder, items in by_folder.items():
@@ -265,15 +360,19 @@ def _remove_created_folders(journal: Journal, chosen: list[Entry]) -> None:
 
 
 def undo(journal: Journal, *, run_id: int | None = None, since: datetime | None = None,
-         paths: Sequence[Path] = (), dry_run: bool = False) -> UndoReport:
+         paths: Sequence[Path] = (), dry_run: bool = False,
+         folder_names: Collection[str] = DEFAULT_FOLDER_NAMES) -> UndoReport:
     """Move sorted files back to where they came from, byte-identical.
 
-    With no run_id/since/paths: the most recent run whose moves are still in place. Filters
-    combine (AND); paths: entries whose sorted place or original place is one of these paths or
-    under them. A taken original name gets the numbered suffix (see report.renamed).
+    With no run_id/since/paths: the last `nordlys sort`, once (report.nothing says why there is
+    nothing when it was undone already). Filters combine (AND); paths: entries whose sorted
+    place or original place is one of these paths or under them. A taken original name gets the
+    numbered suffix (see report.renamed). A sorted file the user renamed or moved within its
+    output folders (folder_names: aurora, other, ... as configured) is found by its SHA-256.
     """
-    chosen = _select(journal, run_id, since, paths)
     report = UndoReport()
+    chosen = _select(journal, run_id, since, paths, report)
+    finder = MovedFinder(folder_names)
     if not chosen:
         log.info("nothing to undo", run_id=run_id, since=since and since.isoformat(),
                  paths=[str(p) for p in paths])
@@ -285,7 +384,7 @@ def undo(journal: Journal, *, run_id: int | None = None, since: datetime | None 
         groups.setdefault(entry.group_id, []).append(entry)
     reserved: set[Path] = set()
     for entries in groups.values():
-        _undo_group(journal, undo_run, entries, report, reserved)
+        _undo_group(journal, undo_run, entries, report, reserved, finder)
     if undo_run is not None:
         _remove_created_folders(journal, chosen)
         journal.finish_run(undo_run, {"restored": len(report.restored), "skipped": len(report.skipped),

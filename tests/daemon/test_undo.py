@@ -187,15 +187,36 @@ def test_undo_restores_a_byte_identical_tree_and_removes_folders_it_made(inbox, 
     assert undo(journal).restored == []  # nothing left to undo
 
 
-def test_undo_without_arguments_takes_the_latest_run_that_moved_something(tmp_path, journal, make_tree):
+def test_undo_without_arguments_takes_the_latest_sort_that_moved_something_once(tmp_path, journal, make_tree):
+    """Issue 12, finding 9: a second bare undo used to reach back to an older, unrelated sort."""
     first = make_tree({"one.jpg": b"1"}, tmp_path / "in1")
     second = make_tree({"two.jpg": b"2"}, tmp_path / "in2")
-    sort_into(first, tmp_path / "out", journal)
+    first_run = sort_into(first, tmp_path / "out", journal)
     sort_into(second, tmp_path / "out", journal)
     journal.finish_run(journal.start_run("sort (found nothing)"), {})
     assert [src for _, src in undo(journal).restored] == [second / "two.jpg"]
-    assert [src for _, src in undo(journal).restored] == [first / "one.jpg"]
+    again = undo(journal)
+    assert again.restored == [] and "nothing left to undo" in again.nothing
+    assert (tmp_path / "out" / "aurora" / "one.jpg").read_bytes() == b"1"  # the older sort stays sorted
+    assert [src for _, src in undo(journal, run_id=first_run).restored] == [first / "one.jpg"]
     assert (first / "one.jpg").read_bytes() == b"1" and (second / "two.jpg").read_bytes() == b"2"
+
+
+def test_undo_finds_a_sorted_file_renamed_or_moved_within_the_output_root(inbox, tmp_path, journal):
+    """Issue 12, finding 9: a sorted file the user renamed was reported "missing", although the
+    journal knows its hash."""
+    out = tmp_path / "out"
+    sort_into(inbox, out, journal)
+    renamed = (out / "aurora" / "2026" / "cat.png").rename(out / "aurora" / "2026" / "the best cat.png")
+    (out / "other").mkdir(exist_ok=True)
+    moved = (out / "aurora" / "new\nline.jpg").rename(out / "other" / "newline.jpg")
+    (out / "other" / "same size, other bytes.jpg").write_bytes(b"x" * len(TREE["new\nline.jpg"]))
+    report = undo(journal)
+    assert report.skipped == []
+    assert dict(report.found) == {out / "aurora" / "2026" / "cat.png": renamed,
+                                  out / "aurora" / "new\nline.jpg": moved}
+    assert tree_hashes(inbox) == {rel: hashlib.sha256(data).hexdigest() for rel, data in TREE.items()}
+    assert [p.name for p in files_under(out)] == ["same size, other bytes.jpg"]
 
 
 def test_bare_undo_never_sweeps_back_a_daemon_run(tmp_path, journal, make_tree):
@@ -255,7 +276,7 @@ def test_undo_leaves_changed_and_reports_missing_files(inbox, tmp_path, journal)
     report = undo(journal)
     assert dict(report.skipped) == {
         edited: "changed since it was sorted (sha256 differs); left in place",
-        gone: "missing: no longer at its sorted place",
+        gone: "missing: no longer at its sorted place, and no file in its output folders holds its bytes",
     }
     assert edited.read_bytes() == b"a cat, retouched after sorting"
     assert len(report.restored) == len(TREE) - 2
