@@ -125,18 +125,33 @@ def warm_up() -> tuple[str, ...]:
     return _pillow_formats()
 
 
+def has_embedded_preview(path: Path) -> bool:
+    """Whether a camera RAW carries a JPEG preview (siblings.py: such a RAW is judged by its own
+    pixels, not by the name it shares with a photo). Reads the RAW's header and preview only;
+    False for anything that is not a readable regular RAW file."""
+    import rawpy  # as in _open_raw: only when a RAW is asked about
+
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with rawpy.imread(os.fspath(path)) as raw:
+            return raw.extract_thumb().format == rawpy.ThumbFormat.JPEG
+    except Exception:  # LibRaw's error zoo: no preview, not a RAW, unreadable
+        return False
+
+
 def open_image(path: Path, *, min_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-               data: bytes | None = None) -> Image.Image:
+               data: bytes | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Image.Image:
     """Decode a photo to an upright mode-"RGB" image.
 
     min_side: the caller needs at least this many pixels on the shorter side, which lets a
     large JPEG decode at 1/2, 1/4 or 1/8 scale in the DCT (several times faster) and a RAW
     use its embedded preview. data: the file's bytes when the caller has read them already,
-    so each file is read once.
+    so each file is read once (else it is read by `read_photo`, with its checks).
     """
     path = Path(path)
     if data is None:
-        data = _read_file(path)
+        data = read_photo(path, max_file_bytes=max_file_bytes)[0]
     if not data:
         raise ImageLoadError(path, "empty file")
     if _looks_like_raw(path, data):
