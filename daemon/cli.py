@@ -58,7 +58,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     # classify moves nothing: the target only supplies the threshold and review band
     target = runtime.build_target(dataclasses.replace(config, output_root=Path.cwd()), classifier)
     failures = 0
-    with Pipeline(classifier, None, target, max_pixels=config.model.max_pixels, dry_run=True) as pipeline:
+    with Pipeline(classifier, None, target, max_pixels=config.model.max_pixels,
+                  max_file_bytes=config.model.max_file_bytes, dry_run=True) as pipeline:
         for i in range(0, len(files), config.model.batch_size):
             batch = files[i:i + config.model.batch_size]
             verdicts = pipeline.verdicts([PhotoGroup(p, (p,)) for p in batch])
@@ -103,6 +104,7 @@ def cmd_sort(args: argparse.Namespace) -> int:
         if journal is not None:
             recover_interrupted(journal)
         pipeline = stack.enter_context(Pipeline(classifier, journal, target, max_pixels=config.model.max_pixels,
+                                                max_file_bytes=config.model.max_file_bytes, videos=config.videos,
                                                 dry_run=args.dry_run))
         summary = sort_tree(inbox.path, pipeline=pipeline, recursive=inbox.recursive, ignore=config.ignore,
                             journal=journal, batch_size=config.model.batch_size, command=f"sort {inbox.path}")

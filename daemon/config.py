@@ -69,6 +69,7 @@ class ModelConfig:
     threads: int = 0  # onnxruntime intra-op threads; 0 = one per core
     batch_size: int = 8  # photos scored per onnxruntime call
     max_pixels: int = 200_000_000  # refuse images larger than this (decompression-bomb limit)
+    max_file_bytes: int = 512 * 1024 * 1024  # refuse larger files unread (bytes; bigger than any camera's RAW)
 
 
 @dataclass
@@ -88,6 +89,7 @@ class WatchConfig:
     sidecar_wait: float = 10.0  # seconds a sidecar with no photo waits for one (sync clients send in any order)
     retrain_after: int = 0  # run `nordlys retrain` (at low priority) after this many new corrections; 0 = never
     retrain_data: Path | None = None  # original training data for retrain's validation gate: manifest CSV or folder
+    truncated_wait: float = 600.0  # seconds a truncated file must be still before it is rejected (a writer may resume)
 
 
 @dataclass
@@ -104,6 +106,7 @@ class Config:
     syncthing_config: Path | None = None  # Syncthing's config.xml, to learn folder types; null = the usual places
     log: LogConfig = field(default_factory=LogConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    videos: Literal["leave", "review", "rejected"] = "leave"  # a video with no photo beside it: stays, or review/, rejected/
 
 
 def load_config(path: Path) -> Config:
@@ -146,6 +149,8 @@ def check_values(config: Config, *, source: str = "config") -> None:
         fail("model.batch_size", m.batch_size, "an integer from 1 to 256")
     if m.max_pixels < 1:
         fail("model.max_pixels", m.max_pixels, "a positive number of pixels")
+    if m.max_file_bytes < 1:
+        fail("model.max_file_bytes", m.max_file_bytes, "a positive number of bytes")
     names = dataclasses.asdict(config.folders)
     for key, name in names.items():
         if not name or "/" in name or name in (".", ".."):
@@ -153,7 +158,7 @@ def check_values(config: Config, *, source: str = "config") -> None:
     if len(set(names.values())) != len(names):
         fail("folders", names, f"{len(names)} different folder names")
     w = config.watch
-    for key in ("settle_seconds", "batch_wait", "hook_timeout", "sidecar_wait"):
+    for key in ("settle_seconds", "batch_wait", "hook_timeout", "sidecar_wait", "truncated_wait"):
         if getattr(w, key) < 0:
             fail(f"watch.{key}", getattr(w, key), "a number of seconds, 0 or more")
     if w.reconcile_interval < 0:

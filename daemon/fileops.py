@@ -18,7 +18,7 @@ import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import structlog
 
@@ -27,6 +27,7 @@ log = structlog.get_logger(__name__)
 # --- reading and hashing ------------------------------------------------------------------------
 
 CHUNK = 1 << 20  # bytes read per step when hashing or copying
+HEAD_BYTES = 4096  # bytes a reader's check_head sees before the rest of a file is read
 
 
 @dataclass(frozen=True)
@@ -57,20 +58,62 @@ def sha256_file(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def read_hashed(path: Path) -> tuple[bytes, KnownHash | None]:
+class FileTooLarge(OSError):
+    """A file is larger than its reader allows; nothing but its size was looked at."""
+
+    def __init__(self, path: Path, size: int, limit: int) -> None:
+        super().__init__(errno.EFBIG, f"{size} bytes, more than the {limit} allowed", os.fspath(path))
+        self.size, self.limit = size, limit
+
+
+def read_hashed(path: Path, *, max_bytes: int | None = None, check_head: Callable[[bytes], None] | None = None,
+                follow_symlinks: bool = False) -> tuple[bytes, KnownHash | None]:
     """All bytes of a regular file and their hash, for a caller that needs the bytes anyway, so that
-    each file is read once. KnownHash is None when the file changed while it was read. Raises
-    OSError for a symlink (O_NOFOLLOW), a non-regular file (never blocks on a FIFO) or a read error."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    with open(os.open(path, flags), "rb", closefd=True) as handle:
+    each file is read once. KnownHash is None when the file changed while it was read.
+
+    Why the two checks come first: a file is never read whole just because it is in an inbox (a
+    3 GB video once got the daemon OOM-killed on every start). `max_bytes` refuses a larger file
+    from its fstat size alone (FileTooLarge); `check_head` sees the first HEAD_BYTES and raises to
+    refuse the file before the rest is read. The rest is read into one buffer of the file's size,
+    hashed as it arrives, so memory is the file's size once, never twice.
+
+    Raises OSError for a symlink (O_NOFOLLOW, unless follow_symlinks: training data may be links),
+    a non-regular file (never blocks on a FIFO) or a read error."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow_symlinks else os.O_NOFOLLOW)
+    with open(os.open(path, flags), "rb", buffering=0, closefd=True) as handle:
         before = os.fstat(handle.fileno())
         if not stat.S_ISREG(before.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
-        data = handle.read()
+        if max_bytes is not None and before.st_size > max_bytes:
+            raise FileTooLarge(path, before.st_size, max_bytes)
+        head = bytearray(min(HEAD_BYTES, before.st_size))
+        got = _read_into(handle, head, 0, len(head))
+        if check_head is not None:
+            check_head(bytes(head[:got]))
+        buffer = bytearray(before.st_size)  # only now: a refused file never costs its size in memory
+        buffer[:got] = head[:got]
+        digest = hashlib.sha256(head[:got])
+        while got < len(buffer):
+            n = _read_into(handle, buffer, got, min(CHUNK, len(buffer) - got))
+            if not n:
+                break
+            digest.update(memoryview(buffer)[got:got + n])
+            got += n
+        grew = bool(handle.read(1))
         after = os.fstat(handle.fileno())
-    if file_signature(before) != file_signature(after) or len(data) != after.st_size:
-        return data, None
-    return data, KnownHash(hashlib.sha256(data).hexdigest(), len(data), file_signature(before))
+    if grew or got != len(buffer) or file_signature(before) != file_signature(after):
+        del buffer[got:]
+        return buffer, None  # a bytearray: `bytes(buffer)` would hold the file twice for a moment
+    return buffer, KnownHash(digest.hexdigest(), got, file_signature(before))
+
+
+def _read_into(handle: BinaryIO, buffer: bytearray, start: int, count: int) -> int:
+    """Read up to `count` bytes into buffer[start:]; fewer only at the end of the file."""
+    view = memoryview(buffer)[start:start + count]
+    done = 0
+    while done < count and (n := handle.readinto(view[done:])):
+        done += n
+    return done
 
 
 # --- temporary names and the single-file move -----------------------------------------------------

@@ -35,6 +35,13 @@ SIDECAR_SUFFIXES = frozenset({
 })
 _KNOWN_SUFFIXES = RASTER_SUFFIXES | RAW_SUFFIXES | SIDECAR_SUFFIXES
 
+# Videos: never read to be classified (the pipeline's `videos` setting decides where one goes when
+# it is a group's primary); a Live Photo's .MOV beside its photo is a sidecar above and travels with it.
+VIDEO_SUFFIXES = frozenset({
+    ".mov", ".mp4", ".m4v", ".3gp", ".3g2", ".avi", ".mkv", ".mts", ".m2ts", ".webm", ".wmv",
+    ".mpg", ".mpeg", ".insv", ".lrv",
+})
+
 _RASTER, _RAW, _SIDECAR, _OTHER = "raster", "raw", "sidecar", "other"
 
 

@@ -18,6 +18,10 @@ Decisions, each made once here:
   untransformed pixels, and a per-photo colour transform would cost time on the hot path.
 - The pixel limit is checked per call on the header size, before any decoding; Pillow's
   process-wide decompression-bomb limit is left as it is and its error maps to the same reason.
+- A file is read only after a size check (`max_file_bytes`, from its fstat) and a look at its
+  first bytes (it must claim an image format we decode, or be a RAW): a 3 GB video or an archive
+  in an inbox costs a 4 KiB read, never its size in memory (fileops.read_hashed).
+- A one-channel result (a monochrome sensor's RAW, a grey image) is made RGB by repeating it.
 - Resizing uses Pillow's antialiased BILINEAR filter (the filter torchvision's `Resize`
   uses, which pretrained backbones expect) with `reducing_gap=3.0`: a box reduction first,
   then the filter, indistinguishable from a full-quality resize and much faster on big frames.
@@ -25,6 +29,7 @@ Decisions, each made once here:
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import os
@@ -38,6 +43,7 @@ import structlog
 from PIL import ExifTags, Image, ImageFile, features
 
 from .contract import RESIZE_MODES
+from .fileops import FileTooLarge, KnownHash, read_hashed
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +68,11 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
 ) | RAW_SUFFIXES
 
 DEFAULT_MAX_PIXELS: int = 200_000_000  # decompression-bomb limit in pixels (width * height)
+# Files larger than this are refused unread (bytes). 512 MiB is above any camera's RAW (a 100-150 MP
+# medium-format frame is 200-300 MB) and any JPEG/HEIC/PNG a camera or phone writes; what is bigger
+# is a video, an archive or a 16-bit scan master, and reading it whole costs that much memory per
+# decode thread on a home server.
+DEFAULT_MAX_FILE_BYTES: int = 512 * 1024 * 1024
 
 # Pillow format names we decode; anything else Pillow knows (EPS, TGA, ...) is "not an image".
 _WANTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "TIFF", "BMP", "GIF", "HEIF", "AVIF")
@@ -97,6 +108,12 @@ class ImageLoadError(Exception):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    @property
+    def incomplete(self) -> bool:
+        """The bytes stop early (truncated, or nothing yet): what a file still being written, or an
+        interrupted transfer, looks like. Its writer may come back, so it is worth a second look."""
+        return self.reason.startswith("truncated ") or self.reason == "empty file"
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Worker processes send these back to the parent; the default pickling would call
         # __init__ with the formatted message alone.
@@ -106,15 +123,15 @@ class ImageLoadError(Exception):
 # --------------------------------------------------------------------------- public API
 
 
-def load_image(path: Path, *, size: int, resize: str = "squash",
-               max_pixels: int = DEFAULT_MAX_PIXELS, data: bytes | None = None) -> np.ndarray:
+def load_image(path: Path, *, size: int, resize: str = "squash", max_pixels: int = DEFAULT_MAX_PIXELS,
+               data: bytes | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> np.ndarray:
     """The model's input for one photo: uint8 (size, size, 3) RGB.
 
     Raises ImageLoadError for anything wrong with the file; ValueError only for a bad
     `resize` or `size` argument (a programming error, checked before any I/O).
     """
     _check_resize_args(size, resize)
-    image = open_image(path, min_side=size, max_pixels=max_pixels, data=data)
+    image = open_image(path, min_side=size, max_pixels=max_pixels, data=data, max_file_bytes=max_file_bytes)
     return to_model_input(image, size=size, resize=resize)
 
 
@@ -196,27 +213,54 @@ def _check_resize_args(size: int, resize: str) -> None:
         raise ValueError(f"size={size!r} must be a positive int (pixels per side)")
 
 
-def _read_file(path: Path) -> bytes:
-    """All bytes of a regular file, read once.
+def read_photo(path: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+               follow_symlinks: bool = True) -> tuple[bytes, KnownHash | None]:
+    """A photo's bytes and their hash (None when it changed while read), read once, and only
+    after its size and first bytes show it can be a photo we decode (see the module doc).
 
-    Non-regular files are refused from `stat` without opening them (opening a FIFO blocks
-    until a writer appears). O_NONBLOCK plus a second fstat closes the race where the
-    path is swapped for a FIFO between the two calls.
+    Non-regular files are refused unread (O_NONBLOCK: a FIFO never blocks), and so are symlinks
+    unless follow_symlinks (the daemon never follows one out of its inbox; a training set may be
+    made of links). Every refusal is an ImageLoadError with a short reason.
     """
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ImageLoadError(path, "not a regular file")
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        with open(fd, "rb", closefd=True) as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise ImageLoadError(path, "not a regular file")
-            return handle.read()
+        return read_hashed(path, max_bytes=max_file_bytes, check_head=functools.partial(_check_head, path),
+                           follow_symlinks=follow_symlinks)
+    except FileTooLarge as exc:
+        raise ImageLoadError(path, f"file too large ({exc.size / 2**20:.0f} MiB > max_file_bytes "
+                                   f"{exc.limit / 2**20:.0f} MiB)") from None
     except FileNotFoundError:
         raise ImageLoadError(path, "unreadable: no such file") from None
     except PermissionError:
         raise ImageLoadError(path, "unreadable: permission denied") from None
     except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EINVAL, errno.EISDIR):  # O_NOFOLLOW on a link; a FIFO, folder
+            raise ImageLoadError(path, "not a regular file") from None
         raise ImageLoadError(path, f"unreadable: {exc.strerror or exc}") from None
+
+
+def _check_head(path: Path, head: bytes) -> None:
+    """Refuse, from its first bytes, a file that is no image we decode, before the rest is read."""
+    if not head:
+        raise ImageLoadError(path, "empty file")
+    if _looks_like_raw(path, head) or _sniff_format(head) is not None or _claimed_by_pillow(head):
+        return
+    raise ImageLoadError(path, "not an image")
+
+
+def _claimed_by_pillow(head: bytes) -> bool:
+    """Whether one of the formats we decode recognises these first bytes (the check Pillow's
+    Image.open makes itself; HEIF brands pillow-heif knows and _sniff_format does not)."""
+    for name in _pillow_formats():
+        accept = Image.OPEN[name][1]
+        if accept is None:
+            return True  # a plugin that can only tell by trying: let it try
+        try:
+            accepted = accept(head)
+        except Exception:
+            continue
+        if accepted and not isinstance(accepted, str):
+            return True
+    return False
 
 
 def _looks_like_raw(path: Path, data: bytes) -> bool:
@@ -389,6 +433,12 @@ def _open_raw(path: Path, data: bytes, *, min_side: int | None, max_pixels: int)
     """
     import rawpy  # imported here: a RAW is rare, and rawpy costs import time
 
+    # rawpy hands LibRaw the object BytesIO.read() returns and keeps no reference to it. For bytes
+    # that is `data` itself, alive until we return; for a bytearray (what fileops.read_hashed gives)
+    # it would be a copy freed at once, and LibRaw would read freed memory.
+    data = bytes(data) if not isinstance(data, bytes) else data
+    if _tiff_data_missing(data):
+        raise ImageLoadError(path, "truncated RAW")
     try:
         with rawpy.imread(io.BytesIO(data)) as raw:
             _check_pixels(path, (raw.sizes.width, raw.sizes.height), max_pixels)
@@ -397,7 +447,7 @@ def _open_raw(path: Path, data: bytes, *, min_side: int | None, max_pixels: int)
                 return preview
             if _sensor_data_missing(raw):
                 raise ImageLoadError(path, "truncated RAW")
-            rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
+            rgb = _three_channels(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
     except ImageLoadError:
         raise
     except rawpy.LibRawTooBigError:
@@ -408,6 +458,16 @@ def _open_raw(path: Path, data: bytes, *, min_side: int | None, max_pixels: int)
                                  max_pixels=max_pixels)
     log.debug("raw_decoded", path=str(path), source="demosaic", size=rgb.shape[1::-1])
     return Image.fromarray(rgb, "RGB")
+
+
+def _three_channels(pixels: np.ndarray) -> np.ndarray:
+    """LibRaw returns (h, w, 1) for a monochrome sensor (and for a CFA with one colour): repeat
+    the grey channel, as Pillow's L -> RGB conversion does for grey JPEGs."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    if pixels.shape[2] == 1:
+        return np.repeat(pixels, 3, axis=2)
+    return pixels[:, :, :3]
 
 
 def _raw_preview(path: Path, raw: Any, *, min_side: int | None,
@@ -437,6 +497,58 @@ def _raw_preview(path: Path, raw: Any, *, min_side: int | None,
         orientation = 1  # the camera stored the preview upright: turn it once, not twice
     log.debug("raw_decoded", path=str(path), source="preview", size=header.size)
     return _decode(path, header, thumb.data, min_side=min_side, orientation=orientation)
+
+
+def _tiff_data_missing(data: bytes) -> bool:
+    """Whether a TIFF-based RAW (DNG, NEF, CR2, ARW, PEF, ...) declares image strips or tiles that
+    lie past the end of its bytes: a file cut short, or one still being written.
+
+    Why not leave it to LibRaw: given a cut-off buffer it often decodes anyway, filling the missing
+    rows from memory it never initialised, so the all-zero-row test below sees whatever that memory
+    held. The offsets in the file's own directories say exactly how far its data must reach.
+    """
+    if len(data) < 8 or data[:4] not in (b"II*\0", b"MM\0*"):
+        return False
+    order = "<" if data[:2] == b"II" else ">"
+    pending, seen, end = [struct.unpack_from(order + "I", data, 4)[0]], set(), 0
+    while pending and len(seen) < 64:
+        ifd = pending.pop()
+        if ifd in seen or ifd == 0:
+            continue
+        seen.add(ifd)
+        if ifd + 2 > len(data):
+            return True  # a directory the header points at is not there
+        values = _ifd_values(data, order, ifd)
+        if values is None:
+            return True
+        for offsets_tag, counts_tag in ((273, 279), (324, 325)):  # strips, tiles
+            for offset, count in zip(values.get(offsets_tag, ()), values.get(counts_tag, ())):
+                end = max(end, offset + count)
+        pending += values.get(330, [])  # SubIFDs: where a DNG keeps its full-size raw data
+        pending += values.get(-1, [])  # the next directory in the chain
+    return end > len(data)
+
+
+def _ifd_values(data: bytes, order: str, ifd: int) -> dict[int, list[int]] | None:
+    """The integer values of the tags _tiff_data_missing needs in one directory (-1: the next
+    directory's offset); None when the directory itself is cut off."""
+    count, = struct.unpack_from(order + "H", data, ifd)
+    if ifd + 2 + 12 * count + 4 > len(data):
+        return None
+    values: dict[int, list[int]] = {-1: [struct.unpack_from(order + "I", data, ifd + 2 + 12 * count)[0]]}
+    for i in range(count):
+        tag, kind, n = struct.unpack_from(order + "HHI", data, ifd + 2 + 12 * i)
+        if tag not in (273, 279, 324, 325, 330) or kind not in (3, 4, 13) or n > 1_000_000:
+            continue
+        size = 2 if kind == 3 else 4
+        fmt = order + ("H" if kind == 3 else "I") * n
+        where = ifd + 2 + 12 * i + 8
+        if n * size > 4:
+            where, = struct.unpack_from(order + "I", data, where)
+        if where + n * size > len(data):
+            return None
+        values[tag] = list(struct.unpack_from(fmt, data, where))
+    return values
 
 
 def _sensor_data_missing(raw: Any) -> bool:

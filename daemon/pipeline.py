@@ -3,7 +3,19 @@
 Decoding runs on a thread pool (Pillow releases the GIL while decoding), scoring is one batched
 onnxruntime call, and every group then goes through the one placement decision and the one
 mover. Each group has its own try/except: a bad photo is logged, journaled and counted, and the
-batch carries on.
+batch carries on. Whatever goes wrong while one photo is decoded or scored (a decoder's
+TypeError included) rejects that photo, with the reason, and never its batch-mates.
+
+Failures are journaled here, where they happen ("left in place" rows with the reason), so `sort`
+and `watch` write the same rows.
+
+What is read, and when (the module docs of loader and fileops say why): a video is judged by
+its name and never read (`videos` decides where it goes); any other file is read only after its
+size and first bytes passed the loader's checks. A file that stops early (truncated, empty) and
+changed less than `truncated_wait` seconds ago is left in place with `Outcome.recheck_in` set:
+its writer may only have paused (a writer that reopens the file for each chunk, an interrupted
+rsync --partial that will resume, a writer the /proc check cannot see), so it is judged again
+when it changes or once it has been still that long, and only then rejected.
 
 Speed, as measured by bench/ (docs/PERFORMANCE.md): each primary is read once, by its decode
 worker, which also hashes those bytes for the mover (hashlib releases the GIL too), so the
@@ -28,14 +40,17 @@ from nordlys.daemon.classifier import Classifier
 from nordlys.daemon.config import FoldersConfig
 from nordlys.daemon.grouping import PhotoGroup
 from nordlys.daemon.journal import Journal
-from nordlys.daemon.loader import ImageLoadError, load_image, warm_up
-from nordlys.daemon.fileops import KnownHash, read_hashed
+from nordlys.daemon.fileops import KnownHash
+from nordlys.daemon.grouping import VIDEO_SUFFIXES
+from nordlys.daemon.loader import DEFAULT_MAX_FILE_BYTES, ImageLoadError, load_image, read_photo, warm_up
 from nordlys.daemon.mover import MoveError, MoveResult, PlannedGroup, move_group, move_groups, plan_group
-from nordlys.daemon.placement import REJECTED, Verdict, decide, destination_dir
+from nordlys.daemon.placement import REJECTED, REVIEW, Verdict, decide, destination_dir
 
 log = structlog.get_logger(__name__)
 
 LOOKAHEAD = 2  # batches decoding ahead of the one being scored and filed (process_batches)
+VIDEO_RULES = {"leave": None, "review": REVIEW, "rejected": REJECTED}  # `videos` -> folder key (None: stays)
+VIDEO_REASON = "a video: not classified"
 
 
 def usable_cpus() -> int:
@@ -68,6 +83,7 @@ class Decoded:
     pixels: np.ndarray | ImageLoadError
     known: KnownHash | None = None
     torn: bool = False  # the file changed while it was read: these pixels may mix two versions
+    video: bool = False  # judged by its name, never read
 
 
 @dataclass
@@ -77,15 +93,22 @@ class Outcome:
     moved: list[MoveResult]
     error: str = ""  # why the group stayed where it was
     millis: float = 0.0
+    recheck_in: float | None = None  # left because it may still be written: look again in this many seconds
+    by_rule: bool = False  # left in place by a setting (`videos: leave`), not by a failure
 
 
 class Pipeline:
     """One per process: owns the decode pool; the classifier and journal are passed in."""
 
     def __init__(self, classifier: Classifier, journal: Journal | None, target: Target, *,
-                 max_pixels: int, dry_run: bool = False, decode_workers: int | None = None) -> None:
+                 max_pixels: int, dry_run: bool = False, decode_workers: int | None = None,
+                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, videos: str = "leave",
+                 truncated_wait: float = 0.0) -> None:
+        if videos not in VIDEO_RULES:
+            raise ValueError(f"videos={videos!r}: expected one of {list(VIDEO_RULES)}")
         self.classifier, self.journal, self.target = classifier, journal, target
         self.max_pixels, self.dry_run = max_pixels, dry_run
+        self.max_file_bytes, self.videos, self.truncated_wait = max_file_bytes, videos, truncated_wait
         self.planned: set[Path] = set()  # names a dry run has "used", so two groups never claim one
         self.pool = ThreadPoolExecutor(max_workers=decode_workers or usable_cpus(),
                                        thread_name_prefix="nordlys-decode")
@@ -102,20 +125,22 @@ class Pipeline:
 
     def decode(self, group: PhotoGroup) -> Decoded:
         """Read the primary once: its bytes become the model input and its hash (for the mover).
-        A file read_hashed refuses (symlink, FIFO, unreadable) goes to the loader, whose own
-        checks give the reason it is rejected."""
-        meta = self.classifier.meta
+        Never raises: whatever goes wrong with this one photo comes back as its ImageLoadError."""
+        path, meta = group.primary, self.classifier.meta
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            return Decoded(ImageLoadError(path, VIDEO_REASON), video=True)
+        data: bytes | None = None
+        known: KnownHash | None = None
         try:
-            data, known = read_hashed(group.primary)
-        except OSError:
-            data, known = None, None
-        torn = data is not None and known is None
-        try:
-            pixels = load_image(group.primary, size=meta.input_size, resize=meta.resize,
-                                max_pixels=self.max_pixels, data=data)
+            data, known = read_photo(path, max_file_bytes=self.max_file_bytes, follow_symlinks=False)
+            pixels = load_image(path, size=meta.input_size, resize=meta.resize, max_pixels=self.max_pixels, data=data)
         except ImageLoadError as exc:
-            return Decoded(exc, known, torn)
-        return Decoded(pixels, known, torn)
+            return Decoded(exc, known, torn=data is not None and known is None)
+        except Exception as exc:  # a decoder's bug or an odd file (issue 12: a TypeError sank a batch)
+            log.debug("decode failed", path=str(path), exc_info=exc)
+            reason = f"cannot decode ({type(exc).__name__}: {str(exc)[:120]})"
+            return Decoded(ImageLoadError(path, reason), known, torn=data is not None and known is None)
+        return Decoded(pixels, known, torn=known is None)
 
     def verdicts(self, groups: Sequence[PhotoGroup]) -> list[Verdict]:
         """Decode every primary in parallel and score the readable ones in one batch."""
@@ -123,17 +148,41 @@ class Pipeline:
 
     def _score(self, decoded: Sequence[Decoded]) -> list[Verdict]:
         readable = [i for i, d in enumerate(decoded) if isinstance(d.pixels, np.ndarray)]
-        scores = self.classifier.score([decoded[i].pixels for i in readable])  # type: ignore[misc]
-        score_of = {i: float(s) for i, s in zip(readable, scores)}
+        scores = self._scores([decoded[i].pixels for i in readable])  # type: ignore[misc]
+        score_of = dict(zip(readable, scores))
         version, t = self.classifier.version, self.target
         result = []
         for i, item in enumerate(decoded):
-            if isinstance(item.pixels, ImageLoadError):
+            score = score_of.get(i)
+            if item.video:
+                folder = VIDEO_RULES[self.videos]
+                result.append(Verdict(folder or REJECTED, None, reason=VIDEO_REASON, model_version=version))
+            elif isinstance(item.pixels, ImageLoadError):
                 result.append(Verdict(REJECTED, None, reason=item.pixels.reason, model_version=version))
+            elif isinstance(score, Exception):
+                result.append(Verdict(REJECTED, None, reason=f"cannot be scored ({type(score).__name__}: "
+                                                             f"{str(score)[:120]})", model_version=version))
             else:
-                folder = decide(score_of[i], threshold=t.threshold, band=t.review_band)
-                result.append(Verdict(folder, score_of[i], model_version=version))
+                assert score is not None
+                folder = decide(score, threshold=t.threshold, band=t.review_band)
+                result.append(Verdict(folder, score, model_version=version))
         return result
+
+    def _scores(self, pixels: list[np.ndarray]) -> list[float | Exception]:
+        """One batched call; when it fails, each photo alone, so only a photo that cannot be scored
+        is rejected (the model itself was probed when it was loaded)."""
+        try:
+            return [float(s) for s in self.classifier.score(pixels)] if pixels else []
+        except Exception as batch_error:
+            log.warning("batch scoring failed; scoring each photo alone", error=f"{type(batch_error).__name__}: "
+                                                                                  f"{str(batch_error)[:200]}")
+        scores: list[float | Exception] = []
+        for one in pixels:
+            try:
+                scores.append(float(self.classifier.score([one])[0]))
+            except Exception as exc:
+                scores.append(exc)
+        return scores
 
     def process(self, groups: Sequence[PhotoGroup], *, inbox: Path, run_id: int | None) -> list[Outcome]:
         """Classify and file each group; never raises for a single bad file."""
@@ -157,7 +206,8 @@ class Pipeline:
         decoded = [f.result() for f in futures]  # decode never raises: errors come back as values
         verdicts = self._score(decoded)
         per_group_ms = (time.perf_counter() - started) * 1000 / max(len(groups), 1)
-        outcomes: list[Outcome | None] = [self._left_for_later(g) if d.torn else None for g, d in zip(groups, decoded)]
+        outcomes: list[Outcome | None] = [self._left_before_filing(g, d) for g, d in zip(groups, decoded)]
+        self._journal_left([o for o in outcomes if o is not None], run_id=run_id, since_id=None)
         todo = [i for i, o in enumerate(outcomes) if o is None]
         filed = self.file_batch([(groups[i], verdicts[i], decoded[i].known) for i in todo], inbox=inbox,
                                 run_id=run_id, millis=per_group_ms)
@@ -165,12 +215,38 @@ class Pipeline:
             outcomes[i] = outcome
         return outcomes  # type: ignore[return-value]
 
-    @staticmethod
-    def _left_for_later(group: PhotoGroup) -> Outcome:
-        """A verdict made from bytes that changed mid-read must not travel with the new bytes."""
-        reason = "changed while it was read; not moved, it is looked at again"
+    def _left_before_filing(self, group: PhotoGroup, decoded: Decoded) -> Outcome | None:
+        """Why this group is not filed now, or None when it goes ahead:
+        - a verdict made from bytes that changed mid-read must not travel with the new bytes;
+        - `videos: leave` keeps a video where it is;
+        - a file that stops early and changed lately is looked at again later (module doc)."""
+        reason, recheck_in, by_rule = "", None, False
+        if decoded.torn:
+            reason = "changed while it was read; not moved, it is looked at again"
+        elif decoded.video and VIDEO_RULES[self.videos] is None:
+            reason, by_rule = f"{VIDEO_REASON} (videos: leave)", True
+        elif isinstance(decoded.pixels, ImageLoadError) and decoded.pixels.incomplete:
+            recheck_in = self._still_changing(group.primary)
+            if recheck_in is not None:
+                reason = (f"{decoded.pixels.reason}, changed in the last {self.truncated_wait:g} s: judged again "
+                          f"when it changes or once it has been still that long")
+        if not reason:
+            return None
         log.info("left in place", path=str(group.primary), reason=reason)
-        return Outcome(group, None, [], error=reason)
+        return Outcome(group, None, [], error=reason, recheck_in=recheck_in, by_rule=by_rule)
+
+    def _still_changing(self, path: Path) -> float | None:
+        """Seconds until the file will have been still for truncated_wait, or None when it has.
+        "Still" counts from the later of mtime and ctime: rsync gives a saved partial file the
+        source's old mtime, but the rename that put it there sets its ctime."""
+        if self.truncated_wait <= 0:
+            return None
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        left = self.truncated_wait - (time.time() - max(st.st_mtime, st.st_ctime))
+        return left if left > 0 else None
 
     def _dest_dir(self, group: PhotoGroup, verdict: Verdict, inbox: Path) -> Path:
         t = self.target
@@ -182,12 +258,15 @@ class Pipeline:
         """File one group (a companion following its photo, a dry run's group): its own journal
         transactions. Whole batches go through file_batch."""
         start = time.perf_counter()
+        mark = self._journal_mark()
         try:
             moved = move_group(group, self._dest_dir(group, verdict, inbox), verdict, journal=self.journal,
                                run_id=run_id, dry_run=self.dry_run, reserved=self.planned if self.dry_run else None,
                                known={group.primary: known} if known is not None else None)
         except Exception as exc:  # one photo's failure, whatever it is, must not stop the batch
-            return self._not_filed(group, verdict, exc)
+            outcome = self._not_filed(group, verdict, exc)
+            self._journal_left([outcome], run_id=run_id, since_id=mark)
+            return outcome
         return self._filed(group, verdict, moved, millis + (time.perf_counter() - start) * 1000)
 
     def file_batch(self, items: Sequence[tuple[PhotoGroup, Verdict, KnownHash | None]], *, inbox: Path,
@@ -197,6 +276,7 @@ class Pipeline:
         if self.dry_run or self.journal is None or len(items) < 2:
             return [self.file(g, v, inbox=inbox, run_id=run_id, millis=millis, known=k) for g, v, k in items]
         start = time.perf_counter()
+        mark = self._journal_mark()
         outcomes: list[Outcome | None] = [None] * len(items)
         planned: list[tuple[int, PlannedGroup]] = []
         taken: set[Path] = set()
@@ -211,7 +291,25 @@ class Pipeline:
         for (i, p), result in zip(planned, results):
             outcomes[i] = (self._not_filed(p.group, p.verdict, result) if isinstance(result, Exception)
                            else self._filed(p.group, p.verdict, result, ms))
+        self._journal_left([o for o in outcomes if o is not None and o.verdict is None], run_id=run_id, since_id=mark)
         return outcomes  # type: ignore[return-value]
+
+    def _journal_mark(self) -> int | None:
+        """The journal's last entry id before a move: a failure the mover journaled itself after it
+        needs no second row."""
+        return self.journal.last_id() if self.journal is not None and not self.dry_run else None
+
+    def _journal_left(self, outcomes: Sequence[Outcome], *, run_id: int | None, since_id: int | None) -> None:
+        """A "left in place" row for every member of each group that stayed (and still exists), with
+        the reason the log gives, so the journal accounts for every file that was looked at."""
+        if self.journal is None or self.dry_run:
+            return
+        for outcome in outcomes:
+            primary = outcome.group.primary
+            for member in outcome.group.members:
+                if os.path.lexists(member):  # not: deleted or moved away meanwhile
+                    reason = outcome.error if member == primary else f"stays with {primary.name}: {outcome.error}"
+                    self.journal.left_in_place(run_id, member, reason, since_id=since_id)
 
     @staticmethod
     def _not_filed(group: PhotoGroup, verdict: Verdict, exc: Exception) -> Outcome:

@@ -103,7 +103,9 @@ class Parts:
 def build_parts(config: Config, journal: Journal) -> Parts:
     classifier = runtime.load_classifier(config)  # probed: it scores test images before it is used
     target = runtime.build_target(config, classifier)
-    pipeline = Pipeline(classifier, journal, target, max_pixels=config.model.max_pixels)
+    pipeline = Pipeline(classifier, journal, target, max_pixels=config.model.max_pixels,
+                        max_file_bytes=config.model.max_file_bytes, videos=config.videos,
+                        truncated_wait=config.watch.truncated_wait)
     hooks = HookRunner(config.watch.on_aurora, timeout=config.watch.hook_timeout)
     return Parts(config, classifier, target, pipeline, hooks, output_dirs(target))
 
@@ -583,12 +585,11 @@ class Service:
                 self._release(batch)
 
     def _process(self, batch: Batch) -> None:
-        """File the groups that still exist; count, remember and journal failures, notify on aurora."""
+        """File the groups that still exist; count and remember failures (the pipeline journals them),
+        have files that may still be written looked at again later, notify on aurora."""
         groups = self._regular_groups(batch.groups)
         if not groups:
             return
-        assert self.journal is not None
-        mark = self.journal.last_id()
         pipeline, follows = batch.parts.pipeline, batch.follows
         outcomes = pipeline.process([g for g in groups if g.primary not in follows], inbox=batch.inbox,
                                     run_id=self.run_id)
@@ -601,10 +602,10 @@ class Service:
         if corrector is not None:
             corrector.filed(m.dest for o in outcomes for m in o.moved)
         failed = [o for o in outcomes if o.verdict is None]
-        self._journal_left([(m, o.error if m == o.group.primary else f"stays with {o.group.primary.name}: {o.error}")
-                            for o in failed for m in o.group.members if os.path.lexists(m)],  # not: deleted meanwhile
-                           since_id=mark)
         self._remember_failed([o.group for o in failed])
+        for outcome in failed:  # truncated and lately changed: its writer may be back (pipeline.py)
+            if outcome.recheck_in is not None:
+                self.settler.look_again(outcome.group.members, batch.inbox, time.monotonic() + outcome.recheck_in)
         for outcome in outcomes:  # one notification per new aurora photo, none for its late companions
             if outcome.verdict is not None and outcome.verdict.folder == AURORA and outcome.moved \
                     and outcome.group.primary not in follows:

@@ -14,12 +14,20 @@ ends in the file's name, and read /proc/PID/fdinfo/FD for the access mode and in
 not a read lease (fcntl F_SETLEASE, F_RDLCK fails while a writer has the file open): a lease needs
 the caller to own the file (or CAP_LEASE), and a writer that opens the file while the lease is
 held makes the kernel send SIGIO, whose default action kills the daemon. The /proc walk needs no
-privilege and has no side effects. Its limits: it only sees processes whose /proc entries this
-user may read (the same user, or everyone for root; `ProtectProc=invisible` or `hidepid` hide
-other users), and it cannot see writers on other machines (NFS clients). Those cases fall back on
-the settle rule. Cost: one readlink per open file descriptor on the machine, about 1.5 ms for
-~100 descriptors and tens of ms for several thousand, paid once per batch of candidates, not per
-file.
+privilege and has no side effects. Cost: one readlink per open file descriptor on the machine,
+about 1.5 ms for ~100 descriptors and tens of ms for several thousand, paid once per batch of
+candidates, not per file.
+
+The /proc check is a help, never the guarantee. It sees only processes whose /proc/PID/fd this
+user may read: its own user's, or everyone's for root. The service runs as the user `nordlys`, so
+another user's writer (Syncthing, Nextcloud, an rsync over ssh) is out of its sight with or without
+the unit's `ProtectProc=invisible`, which only hides what it could not read anyway, and a PID
+namespace or an NFS client hides writers the same way. So the unit keeps `ProtectProc=invisible`,
+and what makes an unseen writer safe is the pipeline: a file that stops early (a truncated photo)
+and changed lately is left in place and judged again when it changes, or once it has been still
+for `watch.truncated_wait` (pipeline.py, `Settler.look_again`). A complete-looking but unfinished
+file cannot be mistaken for a photo where its format ends with a marker or a length (JPEG, PNG, GIF,
+WebP, HEIF; a RAW whose sensor rows stop early): the loader checks for it.
 """
 
 from __future__ import annotations
@@ -145,6 +153,7 @@ class Settler:
         self.waiting: dict[Path, Waiting] = {}
         self.in_flight: set[Path] = set()
         self.reoffered: dict[Path, Path] = {}  # offered while in flight: path -> inbox
+        self.later: dict[Path, tuple[Path, float]] = {}  # in flight, to be looked at again: path -> (inbox, when)
         self.dropped = 0  # offers refused because the set was full since the last `take_dropped`
 
     def __len__(self) -> int:
@@ -243,14 +252,28 @@ class Settler:
             for path in paths:
                 self.waiting.pop(path, None)
 
+    def look_again(self, paths: Iterable[Path], inbox: Path, at: float) -> None:
+        """Have in-flight paths looked at again at monotonic time `at`, or sooner if they change
+        meanwhile (any event offers them at once): a file that stopped early and whose writer may
+        only have paused (pipeline.py). Takes effect when their batch is `done`."""
+        with self.lock:
+            for path in paths:
+                if path in self.in_flight:
+                    self.later[path] = (inbox, at)
+
     def done(self, paths: Iterable[Path]) -> None:
-        """The batch holding these paths is finished; paths offered meanwhile are looked at again."""
+        """The batch holding these paths is finished; paths offered meanwhile are looked at again,
+        at once, and paths given to `look_again` at their time."""
         with self.lock:
             again = []
             for path in paths:
                 self.in_flight.discard(path)
+                later = self.later.pop(path, None)
                 if path in self.reoffered:
                     again.append((path, self.reoffered.pop(path)))
+                elif later is not None and path not in self.waiting:
+                    self.waiting[path] = Waiting(later[0], due=later[1])
+                    self.lock.notify_all()
         for path, inbox in again:
             self.offer(path, inbox, CHANGED)
 

@@ -27,7 +27,7 @@ class SortSummary:
     photos: Counter = field(default_factory=Counter)  # photo groups per folder key
     rejected: list[tuple[Path, str]] = field(default_factory=list)  # filed in rejected/, with reason
     failed: list[tuple[Path, str]] = field(default_factory=list)  # left in place, with reason
-    skipped: list[tuple[Path, str]] = field(default_factory=list)  # not regular files, left in place
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # not regular files, videos: left in place
     seconds: float = 0.0
     dry_run: bool = False
 
@@ -74,8 +74,9 @@ def sort_tree(source: Path, *, pipeline: Pipeline, recursive: bool, ignore: Sequ
         # process_batches decodes the next batches while this one is scored and filed
         for batch, outcomes in zip(batches, pipeline.process_batches(batches, inbox=source, run_id=run_id)):
             for outcome in outcomes:
-                if outcome.verdict is None:
-                    summary.failed.append((outcome.group.primary, outcome.error))
+                if outcome.verdict is None:  # by a setting (videos: leave) it is no failure: exit 0
+                    (summary.skipped if outcome.by_rule else summary.failed).append((outcome.group.primary,
+                                                                                     outcome.error))
                     continue
                 key = outcome.verdict.folder
                 summary.photos[key] += 1

@@ -69,7 +69,9 @@ class Daemon:
         self.reader: threading.Thread | None = None
 
     def write_config(self, *, inboxes: list[Any], model: Path, watch: dict | None = None, **more: Any) -> None:
-        settings = {"settle_seconds": 0.3, "batch_wait": 0.05, "reconcile_interval": 300, **(watch or {})}
+        settings = {"settle_seconds": 0.3, "batch_wait": 0.05, "reconcile_interval": 300,
+                    "truncated_wait": 1.0,  # cut-short test files are rejected after 1 s still, not 600
+                    **(watch or {})}
         config = {"inboxes": [i if isinstance(i, dict) else str(i) for i in inboxes],
                   "output_root": str(self.dest) if self.dest is not None else None,
                   "model": {"path": str(model), "batch_size": 8}, "watch": settings, "log": {"format": "json"},
