@@ -25,6 +25,7 @@ next batch while the current one is scored and filed, so the cores never wait fo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import deque
@@ -44,7 +45,8 @@ from nordlys.daemon.fileops import KnownHash
 from nordlys.daemon.grouping import VIDEO_SUFFIXES
 from nordlys.daemon.loader import DEFAULT_MAX_FILE_BYTES, ImageLoadError, load_image, read_photo, warm_up
 from nordlys.daemon.mover import MoveError, MoveResult, PlannedGroup, move_group, move_groups, plan_group
-from nordlys.daemon.placement import REJECTED, REVIEW, Verdict, decide, destination_dir
+from nordlys.daemon.placement import (DUPLICATES, KEEP, LEAVE, REJECTED, REVIEW, TO_FOLDER, Verdict, decide,
+                                     destination_dir, duplicate_rule)
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +73,8 @@ class Target:
     keep_subfolders: bool
     threshold: float
     review_band: float
+    duplicates: str = "leave"  # config `duplicates`: a photo whose bytes were filed before (placement.duplicate_rule)
+    copy_from: frozenset[str] = frozenset()  # resolved (realpath) inboxes whose files are copied, not moved (syncsafety.py)
 
     def folder_name(self, key: str) -> str:
         return str(getattr(self.folders, key))
@@ -253,6 +257,25 @@ class Pipeline:
         return destination_dir(group.primary, inbox=inbox, output_root=t.output_root,
                                folder_name=t.folder_name(verdict.folder), keep_subfolders=t.keep_subfolders)
 
+    def _placing(self, group: PhotoGroup, verdict: Verdict, known: KnownHash | None,
+                 inbox: Path) -> tuple[Path, Verdict, bool] | Outcome:
+        """Where a decided group goes and whether its source stays (copy mode); or, for a photo
+        whose exact bytes were filed before, the Outcome of leaving it (placement.duplicate_rule)."""
+        t = self.target
+        keep_source = os.path.realpath(inbox) in t.copy_from
+        earlier = self.journal.filed_by_sha(known.sha256)[:1] if known is not None and self.journal else []
+        rule = duplicate_rule(t.duplicates, copy_mode=keep_source) if earlier else KEEP
+        if rule == LEAVE:
+            reason = f"same bytes as {earlier[0].dest}, filed before: left in place (duplicates: {t.duplicates})"
+            log.info("left in place", path=str(group.primary), reason=reason)
+            if self.journal is not None and not self.dry_run and known is not None:
+                with contextlib.suppress(OSError):
+                    self.journal.remember_kept(group.primary, os.lstat(group.primary), known.sha256, earlier[0].dest)
+            return Outcome(group, None, [], error=reason, by_rule=True)
+        if rule == TO_FOLDER:
+            verdict = Verdict(DUPLICATES, verdict.score, f"same bytes as {earlier[0].dest}", verdict.model_version)
+        return self._dest_dir(group, verdict, inbox), verdict, keep_source
+
     def file(self, group: PhotoGroup, verdict: Verdict, *, inbox: Path, run_id: int | None,
              millis: float = 0.0, known: KnownHash | None = None) -> Outcome:
         """File one group (a companion following its photo, a dry run's group): its own journal
@@ -260,9 +283,14 @@ class Pipeline:
         start = time.perf_counter()
         mark = self._journal_mark()
         try:
-            moved = move_group(group, self._dest_dir(group, verdict, inbox), verdict, journal=self.journal,
-                               run_id=run_id, dry_run=self.dry_run, reserved=self.planned if self.dry_run else None,
-                               known={group.primary: known} if known is not None else None)
+            placing = self._placing(group, verdict, known, inbox)
+            if isinstance(placing, Outcome):
+                self._journal_left([placing], run_id=run_id, since_id=mark)
+                return placing
+            dest_dir, verdict, keep_source = placing
+            moved = move_group(group, dest_dir, verdict, journal=self.journal, run_id=run_id, dry_run=self.dry_run,
+                               reserved=self.planned if self.dry_run else None,
+                               known={group.primary: known} if known is not None else None, keep_source=keep_source)
         except Exception as exc:  # one photo's failure, whatever it is, must not stop the batch
             outcome = self._not_filed(group, verdict, exc)
             self._journal_left([outcome], run_id=run_id, since_id=mark)
@@ -282,7 +310,12 @@ class Pipeline:
         taken: set[Path] = set()
         for i, (group, verdict, known) in enumerate(items):
             try:
-                planned.append((i, plan_group(group, self._dest_dir(group, verdict, inbox), verdict, taken=taken,
+                placing = self._placing(group, verdict, known, inbox)
+                if isinstance(placing, Outcome):
+                    outcomes[i] = placing
+                    continue
+                dest_dir, verdict, keep_source = placing
+                planned.append((i, plan_group(group, dest_dir, verdict, taken=taken, keep_source=keep_source,
                                               known={group.primary: known} if known is not None else None)))
             except Exception as exc:
                 outcomes[i] = self._not_filed(group, verdict, exc)
@@ -327,4 +360,8 @@ class Pipeline:
         else:
             log.info("would sort" if self.dry_run else "sorted", path=str(group.primary), label=verdict.folder,
                      score=round(verdict.score or 0.0, 4), ms=round(ms, 1))
+        for m in moved:  # copy mode: the source stays; a rescan skips it while it is unchanged (Service._scan)
+            if m.kept_source and self.journal is not None and not self.dry_run:
+                with contextlib.suppress(OSError):
+                    self.journal.remember_kept(m.source, os.lstat(m.source), m.sha256, m.dest)
         return Outcome(group, verdict, moved, millis=ms)

@@ -60,3 +60,28 @@ def destination_dir(source: Path, *, inbox: Path, output_root: Path, folder_name
         return target
     safe = [part for part in PurePath(relative).parts if part not in ("", ".", "..") and "/" not in part]
     return target.joinpath(*safe) if safe else target
+
+
+# --- photos whose exact bytes were filed before ----------------------------------------------
+
+DUPLICATES = "duplicates"  # folders key of the `duplicates: folder` rule: not a verdict, nothing was judged
+LEAVE, TO_FOLDER, KEEP = "leave", "folder", "keep"  # the `duplicates` rules
+DUPLICATE_RULES = (LEAVE, TO_FOLDER, KEEP)
+
+
+def duplicate_rule(rule: str, *, copy_mode: bool) -> str:
+    """What happens to a photo whose sha256 was filed before (a re-sent or re-synced photo).
+
+    leave (the default): it stays where it is, with a log line and a journal row naming where its
+    bytes are filed. Why the default: the photo is already sorted, and a re-sender (rsync from
+    cron, a Syncthing revert, `rclone copy` again) that finds its file still there sends nothing
+    next time, while one that finds it gone sends it again, for ever.
+    folder: it moves to `folders.duplicates` (the inbox stays empty; the re-sender may send again).
+    keep: it is filed again, as any photo (a numbered name when its name is taken).
+    In copy mode the source stays anyway, so `folder` leaves it too: a second copy would only
+    repeat the first."""
+    if rule not in DUPLICATE_RULES:
+        raise ValueError(f"duplicates={rule!r}: expected one of {list(DUPLICATE_RULES)}")
+    if rule == TO_FOLDER and copy_mode:
+        return LEAVE
+    return rule

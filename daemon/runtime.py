@@ -7,6 +7,7 @@ same way, and so tests can build them without parsing arguments.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,6 +19,7 @@ from nordlys.daemon.config import Config, ConfigError, InboxConfig, check_paths
 from nordlys.daemon.journal import Journal
 from nordlys.daemon.paths import bundled_model_path, default_journal_path
 from nordlys.daemon.pipeline import Target
+from nordlys.daemon.syncsafety import inbox_modes
 
 
 def apply_overrides(config: Config, *, inboxes: list[Path] | None = None, dest: Path | None = None,
@@ -75,8 +77,10 @@ def build_target(config: Config, classifier: Classifier) -> Target:
                               "expected output_root in the config or --dest")
         root = config.inboxes[0].path
     threshold = config.model.threshold if config.model.threshold is not None else classifier.meta.threshold
+    modes = inbox_modes(config.inboxes, syncthing_config=config.syncthing_config)
     return Target(output_root=root, folders=config.folders, keep_subfolders=config.keep_subfolders,
-                  threshold=threshold, review_band=config.model.review_band)
+                  threshold=threshold, review_band=config.model.review_band, duplicates=config.duplicates,
+                  copy_from=frozenset(os.path.realpath(p) for p, m in modes.items() if m.copy))
 
 
 def open_journal(config: Config) -> Journal:

@@ -450,10 +450,20 @@ class Service:
                 log.warning("skipped", path=str(path), reason=reason)
                 self._journal_left([(path, reason)])
         for path in result.files:
-            if not self._failed_before(path):
+            if not self._failed_before(path) and not self._kept_unchanged(path):
                 self.settler.offer(path, inbox, SCAN)
         (log.info if loud else log.debug)("scanned", folder=str(root), files=len(result.files),
                                           ms=round((time.perf_counter() - started) * 1000, 1))
+
+    def _kept_unchanged(self, path: Path) -> bool:
+        """Left in its inbox on purpose (copy mode, or a re-sent duplicate) and unchanged since:
+        its content is filed, so a rescan does not read it again (journal table `kept`)."""
+        assert self.journal is not None
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        return self.journal.kept_signature(path) == (st.st_size, st.st_mtime_ns)
 
     def _failed_before(self, path: Path) -> bool:
         """Left in place before and unchanged since: a rescan does not try it again."""

@@ -38,7 +38,8 @@ class SortSummary:
 
 
 def output_dirs(target: Target) -> list[Path]:
-    return [target.output_root / target.folder_name(key) for key in ("aurora", "other", "review", "rejected")]
+    return [target.output_root / target.folder_name(key)
+            for key in ("aurora", "other", "review", "rejected", "duplicates")]
 
 
 def tapered_batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
