@@ -475,20 +475,30 @@ def photos_in(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix == ".jpg"}
 
 
+def sort_a_burst(tmp_path: Path, model: Path, pair: Any, made: list[Daemon], *, b_type: str, count: int,
+                 mode: str) -> tuple[Syncthing, Syncthing, Daemon, Path, dict[str, bytes]]:
+    """Phone A ("Send & Receive") and server B (b_type) in sync; nordlys watches B's folder and
+    must have chosen `mode` for it; a burst taken at A has been sorted by nordlys."""
+    a, b = pair("sendreceive", b_type)
+    dest = tmp_path / "server" / "sorted"
+    daemon = start_daemon(made, tmp_path / "home", [b.folder], dest, model, syncthing_config=str(b.config))
+    chosen = daemon.wait_for("inbox mode", 60)
+    assert chosen["mode"] == mode, chosen
+    sent = drop_burst(a.folder, count)
+    a.api("POST", "/rest/db/scan?folder=photos")
+    wait_until(lambda: len(daemon.find("sorted")) == len(sent), 300, "nordlys sorted the burst")
+    return a, b, daemon, dest, sent
+
+
 @pytest.mark.slow
 def test_syncthing_default_folders_the_phone_keeps_every_photo(tmp_path: Path, green_model: Path,
                                                                syncthing_pair: Any,
                                                                daemon_home: list[Daemon]) -> None:
     """Both folders "Send & Receive" (Syncthing's default): nordlys copies instead of moving, and
     after it has sorted a burst the phone's folder still holds every photo."""
-    a, b = syncthing_pair("sendreceive", "sendreceive")
-    dest = tmp_path / "server" / "sorted"
-    daemon = start_daemon(daemon_home, tmp_path / "home", [b.folder], dest, green_model,
-                          syncthing_config=str(b.config))
-    assert "sendreceive" in daemon.wait_for("inbox mode", 60, mode="copy")["why"]
-    sent = drop_burst(a.folder, 40)
-    a.api("POST", "/rest/db/scan?folder=photos")
-    wait_until(lambda: len(daemon.find("sorted")) == len(sent), 300, "nordlys sorted the burst")
+    a, b, daemon, dest, sent = sort_a_burst(tmp_path, green_model, syncthing_pair, daemon_home,
+                                            b_type="sendreceive", count=40, mode="copy")
+    assert "sendreceive" in daemon.find("inbox mode")[0]["why"]
     synced_through(a, b, "after-sort")
     daemon.stop()
     assert photos_in(a.folder) == sent  # the phone lost nothing
@@ -503,14 +513,9 @@ def test_syncthing_receive_only_moves_and_a_revert_files_nothing_twice(tmp_path:
     """B "Receive Only": nordlys moves photos out (Syncthing keeps B's deletions to itself), the
     phone keeps them; "Revert Local Changes" on B brings them all back, and nordlys files none of
     them a second time: each is left in place, as the same bytes are filed already."""
-    a, b = syncthing_pair("sendreceive", "receiveonly")
-    dest = tmp_path / "server" / "sorted"
-    daemon = start_daemon(daemon_home, tmp_path / "home", [b.folder], dest, green_model,
-                          syncthing_config=str(b.config))
-    assert "Receive Only" in daemon.wait_for("inbox mode", 60, mode="move")["why"]
-    sent = drop_burst(a.folder, 30)
-    a.api("POST", "/rest/db/scan?folder=photos")
-    wait_until(lambda: len(daemon.find("sorted")) == len(sent), 300, "nordlys sorted the burst")
+    a, b, daemon, dest, sent = sort_a_burst(tmp_path, green_model, syncthing_pair, daemon_home,
+                                            b_type="receiveonly", count=30, mode="move")
+    assert "Receive Only" in daemon.find("inbox mode")[0]["why"]
     assert photos_in(b.folder) == {}  # moved out
     # B sends nothing by design, so the barrier runs the other way: once a change made at A after
     # the sort has reached B, B has scanned its deletions and kept them as local changes
