@@ -1,5 +1,6 @@
 """Synced inboxes (issue 17): a sort must never cause a deletion on the sending device, and a photo
-is filed once however often it is sent.
+is filed once however often it is sent. (An interrupted `rsync --partial`, resumed, is tested with
+the truncated-file wait it relies on, in tests/reliability/test_read_path.py.)
 
 Real parts only: syncsafety reads real Syncthing config files and asks a real HTTP server on
 loopback; the daemon runs as a subprocess on real folders; `rsync` is the real program; and the
@@ -27,7 +28,6 @@ from nordlys.daemon.config import ConfigError, InboxConfig
 from nordlys.daemon.placement import KEEP, LEAVE, TO_FOLDER, duplicate_rule
 from nordlys.daemon.syncsafety import decide_inbox_mode, find_marker
 from tests.daemon.test_watch import Daemon, files_under, journal_rows, photo
-from tests.reliability.harness import noise_jpeg
 from tests.waiting import wait_until
 
 
@@ -265,42 +265,6 @@ def test_a_copy_run_twice_files_each_photo_once(tmp_path: Path, green_model: Pat
     assert sorted(filed(dest).values()) == sorted(sha(d) for d in photos.values())  # once each, no _1
     assert third.strip() == "", f"rsync sent again: {third}"
     assert {p.name: p.read_bytes() for p in phone.iterdir()} == photos
-
-
-@pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync not installed (apt-get install rsync)")
-def test_an_interrupted_rsync_partial_then_resumed_gives_one_intact_photo(tmp_path: Path, green_model: Path,
-                                                                          daemon_home: list[Daemon]) -> None:
-    """`rsync --partial` stopped mid-file keeps the fragment under the photo's real name. nordlys
-    must not file that fragment (it waits: pipeline's truncated_wait, issue 12 finding 6), and
-    the resumed rsync's whole file is filed once. The transfer is slowed (--bwlimit) so that it
-    is still running when the test stops it, whatever the machine's load."""
-    phone, inbox, dest = tmp_path / "phone", tmp_path / "inbox", tmp_path / "sorted"
-    phone.mkdir()
-    inbox.mkdir()
-    data = noise_jpeg(1800, 1400, seed=7)
-    (phone / "BIG.jpg").write_bytes(data)
-    daemon = start_daemon(daemon_home, tmp_path / "home", [inbox], dest, green_model,
-                          watch={"settle_seconds": 0.3, "batch_wait": 0.05, "truncated_wait": 600})
-    slow = subprocess.Popen(["rsync", "-a", "--partial", "--bwlimit=64", f"{phone}/", f"{inbox}/"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        def sending() -> bool:
-            return any(p.name.startswith(".BIG.jpg.") and p.stat().st_size > 0 for p in inbox.iterdir())
-        wait_until(sending, 60, "rsync writing its temporary file")
-        slow.terminate()  # rsync --partial now renames what it has to the real name
-        slow.wait(60)
-    finally:
-        if slow.poll() is None:
-            slow.kill()
-            slow.wait()
-    fragment = (inbox / "BIG.jpg").read_bytes()
-    assert 0 < len(fragment) < len(data), "no fragment under the real name: the premise is gone"
-    daemon.wait_for("left in place", 60, path=str(inbox / "BIG.jpg"))  # judged truncated, waiting
-    subprocess.run(["rsync", "-a", "--partial", f"{phone}/", f"{inbox}/"], check=True, capture_output=True)
-    daemon.wait_for("sorted", 60, path=str(inbox / "BIG.jpg"))
-    daemon.stop()
-    assert [sha(p.read_bytes()) for p in files_under(dest)] == [sha(data)]  # one photo, intact, no fragment
-    assert list(inbox.iterdir()) == []
 
 
 def test_status_of_kept_files_survives_a_journal_reopen(tmp_path: Path) -> None:
