@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from nordlys.daemon.loader import load_image
+from nordlys.daemon.settle import CHANGED, CLOSED, Settler
 from tests.daemon.test_watch import photo
 from tests.reliability.harness import files_under, noise_jpeg, regular_files, sha
 from tests.waiting import wait_until
@@ -189,6 +190,37 @@ def test_videos_stay_unless_told_and_a_live_photo_clip_travels_with_its_photo(tm
 
 
 # --- finding 6 and issue 17 point 3: a file whose writer may come back is judged again --------------
+
+def test_the_settler_looks_again_at_its_time_or_at_once_when_the_file_changes(tmp_path):
+    now = [100.0]  # the settler's clock, moved by the test: no sleeping, no race
+    settler = Settler(0.0, capacity=10, clock=lambda: now[0])
+    path = tmp_path / "DSC_0002.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 the first chunk")
+
+    def judged_and_left(at: float) -> None:
+        """The pipeline's part: the path was claimed, judged truncated, and is to be seen at `at`."""
+        settler.offer(path, tmp_path, CLOSED)
+        settler.check()
+        assert settler.claim([path])
+        settler.look_again([path], tmp_path, at)
+        settler.done([path])
+
+    judged_and_left(at=160.0)
+    settler.check()
+    assert not settler.ready() and settler.next_due() == 160.0, "not before its time"
+    now[0] = 160.0
+    settler.check()  # first look: notes size and mtime
+    settler.check()  # still the same: complete
+    assert [p for p, _ in settler.ready()] == [path]
+
+    judged_and_left(at=1000.0)
+    with open(path, "ab") as f:
+        f.write(b" the second chunk")
+    settler.offer(path, tmp_path, CHANGED)  # what the watcher does on the write
+    settler.check()
+    settler.check()
+    assert [p for p, _ in settler.ready()] == [path], "a change is looked at at once, not at 1000"
+
 
 def verdicts_on(daemon, name: str) -> int:
     """How many times the daemon has decided about this file: left it, rejected it or filed it."""
