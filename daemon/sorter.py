@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class SortSummary:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # not regular files, videos: left in place
     seconds: float = 0.0
     dry_run: bool = False
+    copied: bool = False  # copy mode (a synced folder, syncsafety.py): the sources stayed where they were
 
     def as_dict(self) -> dict:
         return {"files": dict(self.counts), "photos": dict(self.photos), "rejected": len(self.rejected),
@@ -63,7 +65,7 @@ def sort_tree(source: Path, *, pipeline: Pipeline, recursive: bool, ignore: Sequ
               journal: Journal | None, batch_size: int, command: str = "sort") -> SortSummary:
     """Sort every file under `source` once. Output folders inside `source` are never re-sorted."""
     started = time.perf_counter()
-    summary = SortSummary(dry_run=pipeline.dry_run)
+    summary = SortSummary(dry_run=pipeline.dry_run, copied=os.path.realpath(source) in pipeline.target.copy_from)
     scan = scan_inbox(source, recursive=recursive, ignore=ignore, exclude=output_dirs(pipeline.target))
     for path, reason in scan.skipped:
         log.warning("skipped", path=str(path), reason=reason)
@@ -93,10 +95,11 @@ def sort_tree(source: Path, *, pipeline: Pipeline, recursive: bool, ignore: Sequ
 
 def format_summary(summary: SortSummary, target: Target) -> str:
     """The closing summary printed by `nordlys sort`: counts per folder, then every problem."""
-    verb = "would move" if summary.dry_run else "moved"
+    verb = {(False, False): "moved", (True, False): "would move", (False, True): "copied",
+            (True, True): "would copy"}[summary.dry_run, summary.copied]
     lines = [f"{verb} {sum(summary.counts.values())} files ({sum(summary.photos.values())} photos) "
              f"in {summary.seconds:.1f} s"]
-    for key in ("aurora", "other", "review", "rejected"):
+    for key in ("aurora", "other", "review", "rejected", "duplicates"):
         if summary.counts.get(key):
             lines.append(f"  {target.output_root / target.folder_name(key)}: "
                          f"{summary.photos[key]} photos, {summary.counts[key]} files")

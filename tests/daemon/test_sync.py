@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -492,3 +493,20 @@ def test_syncthing_receive_only_moves_and_a_revert_files_nothing_twice(tmp_path:
     daemon.stop()
     assert photos_in(b.folder) == sent and photos_in(a.folder) == sent
     assert sorted(filed(dest).values()) == sorted(sha(d) for d in sent.values())  # no NAME_1, nothing twice
+
+
+def test_sort_of_a_syncthing_folder_copies_and_says_why(tmp_path: Path, green_model: Path) -> None:
+    """`nordlys sort` decides as the daemon does: a Syncthing folder of unknown type is copied from."""
+    phone = synced_folder(tmp_path / "phone")
+    photos = {f"IMG_{i}.jpg": photo(i, green=i == 0) for i in range(3)}
+    for name, data in photos.items():
+        (phone / name).write_bytes(data)
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "HOME": str(tmp_path)}  # no Syncthing config anywhere: the type is unknown
+    done = subprocess.run([sys.executable, "-m", "nordlys.daemon", "sort", str(phone), "--dest", str(tmp_path / "out"),
+                           "--model", str(green_model)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "copied instead" in done.stderr  # the reason, as a warning
+    assert done.stdout.startswith("copied 3 files (3 photos)"), done.stdout
+    assert photos_in(phone) == photos
+    assert sorted(filed(tmp_path / "out").values()) == sorted(sha(d) for d in photos.values())
