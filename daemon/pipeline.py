@@ -263,7 +263,8 @@ class Pipeline:
         whose exact bytes were filed before, the Outcome of leaving it (placement.duplicate_rule)."""
         t = self.target
         keep_source = os.path.realpath(inbox) in t.copy_from
-        earlier = self.journal.filed_by_sha(known.sha256)[:1] if known is not None and self.journal else []
+        earlier = [] if known is None or self.journal is None or verdict.folder == REJECTED else [
+            e for e in self.journal.filed_by_sha(known.sha256) if e.label != REJECTED][:1]  # photos, not bad files
         rule = duplicate_rule(t.duplicates, copy_mode=keep_source) if earlier else KEEP
         if rule == LEAVE:
             reason = f"same bytes as {earlier[0].dest}, filed before: left in place (duplicates: {t.duplicates})"

@@ -79,7 +79,9 @@ def duplicate_rule(rule: str, *, copy_mode: bool) -> str:
     folder: it moves to `folders.duplicates` (the inbox stays empty; the re-sender may send again).
     keep: it is filed again, as any photo (a numbered name when its name is taken).
     In copy mode the source stays anyway, so `folder` leaves it too: a second copy would only
-    repeat the first."""
+    repeat the first. Files that cannot be read as photos are no photos to file twice: every
+    one goes to rejected/ (two empty files share one sha256), so the caller asks this only for
+    photos with a verdict."""
     if rule not in DUPLICATE_RULES:
         raise ValueError(f"duplicates={rule!r}: expected one of {list(DUPLICATE_RULES)}")
     if rule == TO_FOLDER and copy_mode:

@@ -510,3 +510,18 @@ def test_sort_of_a_syncthing_folder_copies_and_says_why(tmp_path: Path, green_mo
     assert done.stdout.startswith("copied 3 files (3 photos)"), done.stdout
     assert photos_in(phone) == photos
     assert sorted(filed(tmp_path / "out").values()) == sorted(sha(d) for d in photos.values())
+
+
+def test_identical_unreadable_files_are_all_rejected_not_left_as_duplicates(tmp_path: Path, green_model: Path,
+                                                                             daemon_home: list[Daemon]) -> None:
+    """Two empty "photos" share one sha256; the duplicate rule is for photos, so both go to rejected/."""
+    inbox, dest = tmp_path / "inbox", tmp_path / "sorted"
+    inbox.mkdir()
+    daemon = start_daemon(daemon_home, tmp_path / "home", [inbox], dest, green_model,
+                          watch={"settle_seconds": 0.3, "batch_wait": 0.05, "truncated_wait": 0})
+    (inbox / "a.jpg").write_bytes(b"not a jpeg")
+    daemon.wait_for("rejected", 60)
+    (inbox / "b.jpg").write_bytes(b"not a jpeg")
+    wait_until(lambda: len(daemon.find("rejected")) == 2, 60, "the second bad file rejected too")
+    daemon.stop()
+    assert sorted(p.name for p in files_under(dest / "rejected")) == ["a.jpg", "b.jpg"]
