@@ -117,11 +117,16 @@ def cmd_undo(args: argparse.Namespace) -> int:
     since = runtime.parse_since(args.since) if args.since else None
     with runtime.open_journal(config) as journal:
         report = undo(journal, since=since, paths=[p.expanduser().absolute() for p in args.paths],
-                      dry_run=args.dry_run)
+                      dry_run=args.dry_run, folder_names=dataclasses.asdict(config.folders).values())
+    if report.nothing:
+        print(f"nothing to undo: {report.nothing}")
+        return EXIT_OK
     verb = "would restore" if args.dry_run else "restored"
     print(f"{verb} {len(report.restored)} files")
     for dest, source in report.restored:
         print(f"  {dest} -> {source}")
+    for journaled, found in report.found:
+        print(f"  found by its sha256: {journaled} is now {found}")
     for path, why in report.renamed:
         print(f"  restored under a new name: {path}: {why}")
     for path, reason in report.skipped:

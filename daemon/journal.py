@@ -343,16 +343,20 @@ class Journal:
             conn.execute("UPDATE runs SET finished = ?, summary = ? WHERE id = ?",
                          (utc_now(), json.dumps(summary, default=str, sort_keys=True), run_id))
 
-    def last_run_id(self, command_prefix: str | None = None, *, with_status: str | None = None) -> int | None:
+    def last_run_id(self, command_prefix: str | None = None, *, with_status: str | None = None,
+                    moved: bool = False) -> int | None:
         """Newest run whose command starts with `command_prefix` (any run when None).
 
-        with_status: only runs that still have an entry in that status (undo asks for "done":
-        the most recent run whose moves are still in place).
+        with_status: only runs that still have an entry in that status. moved: only runs that
+        journaled any move at all, whatever became of it (bare undo: the last sort that did
+        something, even when that was undone already).
         """
         sql, params = "SELECT id, command FROM runs", []
         if with_status is not None:
             sql += " WHERE EXISTS (SELECT 1 FROM entries e WHERE e.run_id = runs.id AND e.status = ?)"
             params.append(with_status)
+        elif moved:
+            sql += " WHERE EXISTS (SELECT 1 FROM entries e WHERE e.run_id = runs.id)"
         for run_id, command in self._query(sql + " ORDER BY id DESC", params):
             if command_prefix is None or command.startswith(command_prefix):
                 return int(run_id)

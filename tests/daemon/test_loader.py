@@ -33,6 +33,7 @@ from nordlys.daemon.loader import (
     open_image,
     to_model_input,
 )
+from tests.waiting import DEADLINE
 
 pillow_heif.register_heif_opener()  # so the tests can *write* HEIF; the loader registers itself
 
@@ -405,7 +406,7 @@ def test_loader_registers_heif_by_itself(shared_samples):
               f"print(open_image(Path({str(shared_samples / 'heic' / 'xiaomi_pen.heic')!r}),"
               " min_side=64).size, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, check=True)
+                          timeout=DEADLINE, check=True)
     assert done.stdout.strip().splitlines()[-1] == "(2592, 1944) False"
 
 
@@ -613,7 +614,7 @@ def test_fifo_is_refused_without_blocking(tmp_path):
 
     worker = threading.Thread(target=attempt, daemon=True)  # a daemon: a hang cannot stall CI
     worker.start()
-    worker.join(timeout=5)
+    worker.join(timeout=DEADLINE)
     assert not worker.is_alive(), "opening the FIFO blocked"
     assert outcome == ["not a regular file"]
 

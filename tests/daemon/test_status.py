@@ -10,12 +10,13 @@ from pathlib import Path
 from nordlys.daemon.config import Config, InboxConfig
 from nordlys.daemon.status import format_status, gather
 from tests.daemon.test_watch import daemon_factory, files_under, moved_to, photo, wait_until  # noqa: F401 (fixture)
+from tests.waiting import DEADLINE
 
 
 def run_status(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "XDG_STATE_HOME": str(home / "xdg-state"), "XDG_CONFIG_HOME": str(home / "xdg-config")}
     return subprocess.run([sys.executable, "-m", "nordlys.daemon", "status", *args], capture_output=True,
-                          text=True, env=env, timeout=60)
+                          text=True, env=env, timeout=DEADLINE)
 
 
 def test_status_after_the_daemon_ran(tmp_path, daemon_factory):
@@ -25,7 +26,7 @@ def test_status_after_the_daemon_ran(tmp_path, daemon_factory):
     (inbox / "green.jpg").write_bytes(photo(1, green=True))
     (inbox / "grey.jpg").write_bytes(photo(2, green=False))
     (inbox / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    wait_until(lambda: len(files_under(dest)) == 3, 20, "three files filed")
+    wait_until(lambda: len(files_under(dest)) == 3, what="three files filed")
     assert d.stop()[0] == 0
     (inbox / "later-1.jpg").write_bytes(photo(3, green=True))  # arrived while the daemon is down
     (inbox / "later-2.jpg").write_bytes(photo(4, green=True))
