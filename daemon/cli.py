@@ -23,6 +23,8 @@ from nordlys.daemon import runtime, service, status
 from nordlys.daemon.classifier import ModelError
 from nordlys.daemon.config import Config, ConfigError, find_config_file, load_config
 from nordlys.daemon.grouping import PhotoGroup
+from nordlys.daemon.journal import JournalError
+from nordlys.daemon.journal_lock import refuse_if_watched
 from nordlys.daemon.logs import configure_logging
 from nordlys.daemon.pipeline import Pipeline
 from nordlys.daemon.scan import scan_inbox
@@ -102,6 +104,7 @@ def cmd_sort(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         journal = None if args.dry_run else stack.enter_context(runtime.open_journal(config))  # a dry run writes nothing
         if journal is not None:
+            refuse_if_watched(journal.path, inbox.path)  # a daemon files these photos already: exit 2
             recover_interrupted(journal)
         pipeline = stack.enter_context(Pipeline(classifier, journal, target, max_pixels=config.model.max_pixels,
                                                 max_file_bytes=config.model.max_file_bytes, videos=config.videos,
@@ -214,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ConfigError, ModelError) as exc:
+    except (ConfigError, ModelError, JournalError) as exc:
         print(f"nordlys {args.verb}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -150,7 +150,61 @@ class ModelRecord:
 
 
 class JournalError(Exception):
-    """The journal file cannot be used (not a journal, or written by a newer nordlys)."""
+    """The journal file cannot be used (not a journal, written by a newer nordlys, or in a folder
+    nordlys cannot write to): exit code 2, with a message naming the file and the way out."""
+
+    exit_code = 2
+
+
+class Backoff:
+    """When to try an unavailable journal again: after 1 s, then twice as long each time it is
+    still unavailable, at most `most` seconds; `recovered` starts over. Not thread-safe: the
+    daemon holds its own lock around it."""
+
+    def __init__(self, first: float = 1.0, most: float = 30.0) -> None:
+        self.first, self.most = first, most
+        self.delay = 0.0  # 0: the journal works
+        self.until = 0.0  # monotonic time of the next try
+
+    @property
+    def active(self) -> bool:
+        return self.delay > 0
+
+    def failed(self, now: float) -> float:
+        self.delay = min(self.most, self.delay * 2 or self.first)
+        self.until = now + self.delay
+        return self.delay
+
+    def recovered(self) -> None:
+        self.delay = 0.0
+
+
+class JournalUnavailable(JournalError):
+    """A write failed for a reason that passes (the disk is full, another process holds the
+    write lock longer than SQLite waits, an I/O error): the caller keeps the files where they
+    are and tries again later, rather than recording them as failed."""
+
+
+# SQLite's primary result codes for a write that may work later: BUSY, LOCKED, IOERR, FULL
+_TRANSIENT_CODES = {5, 6, 10, 13}
+# ... and for a journal nordlys cannot open for writing: PERM, READONLY, CANTOPEN
+_UNWRITABLE_CODES = {3, 8, 14}
+
+
+def _sqlite_code(exc: sqlite3.Error) -> int:
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF
+
+
+def _unwritable(path: Path, exc: Exception) -> JournalError:
+    return JournalError(f"{path}: cannot open the journal ({exc}): expected a writable folder for it; "
+                        f"give this user write access to {path.parent} (and the file), or set `journal:` "
+                        f"in the config to a path it can write")
+
+
+def _corrupt(path: Path, exc: Exception) -> JournalError:
+    return JournalError(f"{path}: not a usable nordlys journal ({exc}): to recover, move it aside "
+                        f"(mv '{path}' '{path}.broken') and start again: a new journal is made, and the "
+                        f"old file keeps the history of past moves (try `sqlite3 '{path}.broken' .recover`)")
 
 
 @dataclass(frozen=True)
@@ -252,6 +306,10 @@ class Journal:
         self._conn = conn
         self.path = path
         self._lock = threading.RLock()
+        # writes refused for a passing reason so far (JournalUnavailable): a caller that sees this
+        # move during its work knows its failures may be the journal's, not the files'
+        self.transient_errors = 0
+        self.last_unavailable = ""  # the last such error, for the log
 
     @classmethod
     def open(cls, path: Path) -> "Journal":
@@ -262,8 +320,7 @@ class Journal:
             conn = sqlite3.connect(os.fspath(path), timeout=30.0, isolation_level=None,
                                    check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
-            raise JournalError(f"{path}: cannot open the journal ({exc}); expected a writable "
-                               "folder for it") from exc
+            raise _unwritable(path, exc) from exc
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             conn.execute("PRAGMA synchronous=FULL")
@@ -271,8 +328,13 @@ class Journal:
             cls._ensure_schema(conn, path)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise JournalError(f"{path}: not a usable nordlys journal ({exc}); expected a writable "
-                               "SQLite file written by nordlys, or no file at all") from exc
+            code = _sqlite_code(exc)
+            if code in _UNWRITABLE_CODES:
+                raise _unwritable(path, exc) from exc
+            if code in _TRANSIENT_CODES:
+                raise JournalUnavailable(f"{path}: cannot open the journal now ({exc}): expected room on "
+                                         f"its file system and no other process holding it") from exc
+            raise _corrupt(path, exc) from exc
         except JournalError:
             conn.close()
             raise
@@ -317,13 +379,34 @@ class Journal:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: all of it reaches the disk, or none of it."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:  # SQLite may have rolled back already (a full disk)
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                if _sqlite_code(exc) not in _TRANSIENT_CODES:
+                    raise
+                self.transient_errors += 1
+                self.last_unavailable = f"{exc}"
+                raise JournalUnavailable(f"{self.path}: cannot write the journal now ({exc})") from exc
+
+    def check_writable(self) -> None:
+        """One real write (the header page, rewritten with the value it holds), waiting at most
+        0.2 s for another process's lock: raises JournalUnavailable while the disk is full or
+        the journal is locked. The daemon asks this before it files again after an outage."""
+        with self._lock:
+            self._conn.execute("PRAGMA busy_timeout = 200")  # the dispatcher asks: never wait 30 s
+            try:
+                with self._tx() as conn:
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
+                    conn.execute(f"PRAGMA user_version = {int(version)}")
+            finally:
+                self._conn.execute("PRAGMA busy_timeout = 30000")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:

@@ -7,6 +7,19 @@ from importlib import resources
 from pathlib import Path
 
 
+def resolved(path: Path | str) -> Path:
+    """The one spelling nordlys compares paths in: absolute, `~` expanded, symlinks and `..`
+    resolved (the last parts may not exist yet). Watching, scanning and excluding all use it, so
+    a folder given as `LINK/inbox` or `x/../inbox` is the same folder as its real path: an output
+    root inside an inbox is never taken for new photos under another name."""
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    """path is folder or lies under it (both already `resolved`)."""
+    return path == folder or folder in path.parents
+
+
 def state_dir() -> Path:
     """$XDG_STATE_HOME/nordlys (default ~/.local/state/nordlys): the journal's home.
 

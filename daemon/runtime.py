@@ -17,7 +17,7 @@ import numpy as np
 from nordlys.daemon.classifier import Classifier, ModelError
 from nordlys.daemon.config import Config, ConfigError, InboxConfig, check_paths
 from nordlys.daemon.journal import Journal
-from nordlys.daemon.paths import bundled_model_path, default_journal_path
+from nordlys.daemon.paths import bundled_model_path, default_journal_path, resolved
 from nordlys.daemon.pipeline import Target
 from nordlys.daemon.syncsafety import inbox_modes
 
@@ -26,9 +26,9 @@ def apply_overrides(config: Config, *, inboxes: list[Path] | None = None, dest: 
                     model: Path | None = None, source: str = "command line") -> Config:
     """Flags win over the config file; the result is checked like a config file would be."""
     if inboxes:
-        config = dataclasses.replace(config, inboxes=[InboxConfig(path=p.expanduser().absolute()) for p in inboxes])
+        config = dataclasses.replace(config, inboxes=[InboxConfig(path=resolved(p)) for p in inboxes])
     if dest is not None:
-        config = dataclasses.replace(config, output_root=dest.expanduser().absolute())
+        config = dataclasses.replace(config, output_root=resolved(dest))
     if model is not None:
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, path=model.expanduser()))
     check_paths(config, source=source)
@@ -83,8 +83,12 @@ def build_target(config: Config, classifier: Classifier) -> Target:
                   copy_from=frozenset(os.path.realpath(p) for p, m in modes.items() if m.copy))
 
 
+def journal_path(config: Config) -> Path:
+    return config.journal or default_journal_path()
+
+
 def open_journal(config: Config) -> Journal:
-    return Journal.open(config.journal or default_journal_path())
+    return Journal.open(journal_path(config))
 
 
 def parse_since(text: str) -> datetime:

@@ -42,7 +42,8 @@ from nordlys.daemon.grouping import (
     RASTER_SUFFIXES, RAW_SUFFIXES, SIDECAR_SUFFIXES, PhotoGroup, group_files, split_name,
 )
 from nordlys.daemon.hooks import HookRunner
-from nordlys.daemon.journal import DONE, Journal
+from nordlys.daemon.journal import Backoff, Journal, JournalError, JournalUnavailable
+from nordlys.daemon.journal_lock import JournalLock
 from nordlys.daemon.pipeline import Outcome, Pipeline, Target
 from nordlys.daemon.placement import AURORA, FOLDER_KEYS, Verdict
 from nordlys.daemon.scan import not_regular_reason, scan_inbox
@@ -51,7 +52,10 @@ from nordlys.daemon.settle import SCAN, FileState, Settler, Waiting, file_state
 from nordlys.daemon.sorter import output_dirs
 from nordlys.daemon.undo import recover_interrupted
 from nordlys.daemon.models_store import spawn_retrain
-from nordlys.daemon.watcher import start_observers, start_output_observer, stop_observers
+from nordlys.daemon.paths import resolved
+from nordlys.daemon.watcher import (
+    folder_identity, start_observers, start_output_observer, stop_observers, watched_folders,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -78,8 +82,8 @@ class ConfigSource:
         if not config.inboxes:
             raise ConfigError(f"{self.file or 'command line'}: nothing to watch: expected `inboxes` in the "
                               f"config file or at least one --inbox DIR")
-        inboxes = [dataclasses.replace(i, path=i.path.absolute()) for i in config.inboxes]
-        root = config.output_root.absolute() if config.output_root is not None else None
+        inboxes = [dataclasses.replace(i, path=resolved(i.path)) for i in config.inboxes]  # finding 1: one spelling
+        root = resolved(config.output_root) if config.output_root is not None else None
         return dataclasses.replace(config, inboxes=inboxes, output_root=root)
 
 
@@ -188,6 +192,10 @@ class Service:
         self.filed = 0  # batches filed so far: a cached "no photo filed yet" is stale once this moves
         self.busy_since: list[float | None] = [None] * LANES
         self.journal: Journal | None = None
+        self.journal_lock: JournalLock | None = None  # one daemon per journal (journal_lock.py)
+        self.outage = Backoff()  # the journal refused a write: no batches until it takes one again
+        self.inbox_ids: dict[Path, tuple[int, int] | None] = {}  # inbox -> (device, inode) when watched
+        self.inbox_watched: set[Path] = set()  # inboxes the kernel had an inotify watch on then
         self.parts: Parts | None = None
         self.next_parts: Parts | None = None
         self.retired: list[Parts] = []
@@ -205,8 +213,15 @@ class Service:
     # --- lifecycle (main thread) ----------------------------------------------------------
 
     def start(self) -> None:
-        """Recover interrupted moves, load and check the model, watch, then scan and serve."""
-        self.journal = runtime.open_journal(self.config)
+        """Lock the journal, recover interrupted moves, load and check the model, watch, then scan
+        and serve."""
+        self.journal_lock = JournalLock.acquire(runtime.journal_path(self.config),
+                                                [i.path for i in self.config.inboxes])
+        try:
+            self.journal = runtime.open_journal(self.config)
+        except BaseException:
+            self.journal_lock.release()
+            raise
         try:
             recover_interrupted(self.journal)  # logs one line per move it finishes or rolls back
             self.parts = build_parts(self.config, self.journal)
@@ -218,6 +233,7 @@ class Service:
             if self.parts is not None:
                 self.parts.close()
             self.journal.close()
+            self.journal_lock.release()
             raise
         self.run_id = self.journal.start_run("watch " + " ".join(str(i.path) for i in self.config.inboxes))
         self.threads = [threading.Thread(target=self._dispatch, name="nordlys-dispatch", daemon=True)]
@@ -232,8 +248,46 @@ class Service:
         self.notifier.ready(self.status_line())
 
     def _watch(self, parts: Parts) -> list:
-        return start_observers(parts.config.inboxes, ignore=parts.config.ignore, exclude=parts.exclude,
-                               sink=self.settler.offer, on_folder=self._folder_appeared)
+        """Observers on the inboxes that are there now (an inbox that is gone is watched again once
+        check_inboxes sees it back); their identities are taken first, so a change during the
+        start is noticed too."""
+        self.inbox_ids = {i.path: folder_identity(i.path) for i in parts.config.inboxes}
+        present = [i for i in parts.config.inboxes if self.inbox_ids[i.path] is not None]
+        observers = start_observers(present, ignore=parts.config.ignore, exclude=parts.exclude,
+                                    sink=self.settler.offer, on_folder=self._folder_appeared)
+        kernel = watched_folders()
+        self.inbox_watched = {i.path for i in present if not i.polling and self.inbox_ids[i.path] in kernel}
+        return observers
+
+    def check_inboxes(self) -> None:
+        """Main thread, every second: an inbox deleted and made again, or with a file system
+        mounted onto it (or taken off it), is a new folder under the same path; the old watch
+        sees nothing of it. Watch it again and scan it, saying so (issue 12, finding 8)."""
+        parts = self.parts
+        if parts is None:
+            return
+        now = {i.path: folder_identity(i.path) for i in parts.config.inboxes}
+        kernel = watched_folders() if self.inbox_watched else set()  # deleted folders lose their watch
+        changed = [path for path, identity in now.items()
+                   if identity != self.inbox_ids.get(path) or (path in self.inbox_watched and identity not in kernel)]
+        if not changed:
+            return
+        stop_observers(self.observers)
+        try:
+            self.observers = self._watch(parts)
+        except ConfigError as exc:
+            log.error("inbox not watched", reason=str(exc))
+            self.observers = []
+            self.inbox_ids, self.inbox_watched = now, set()  # tried again when an inbox changes again
+        for path in changed:  # as the new watch found them (an inbox may be back already)
+            if self.inbox_ids.get(path) is None:
+                log.warning("inbox missing", inbox=str(path), reason="deleted or unmounted; watched again once it is back")
+            else:
+                log.warning("inbox replaced", inbox=str(path),
+                            reason="a new folder under this path (made again, or a file system mounted onto it "
+                                   "or taken off it): watching it again and scanning it")
+        self.rescan.set()
+        self.settler.wake()
 
     def _watch_corrections(self, parts: Parts) -> None:
         """Moves between aurora/, other/ and review/ teach the next model (corrections.py). The
@@ -288,6 +342,8 @@ class Service:
             return False
         if config.journal != self.config.journal:
             log.warning("journal path changed", reason="the new journal is used after a restart")
+        if self.journal_lock is not None:
+            self.journal_lock.describe([i.path for i in config.inboxes])
         self.settler.settle, self.settler.capacity = config.watch.settle_seconds, config.watch.queue_size
         with self.lock:
             self.config, self.next_parts = config, parts
@@ -339,8 +395,14 @@ class Service:
             parts.close()
         if self.journal is not None:
             if self.run_id is not None:
-                self.journal.finish_run(self.run_id, {"photos": dict(self.tally.photos), "failed": self.tally.failed})
+                try:
+                    self.journal.finish_run(self.run_id, {"photos": dict(self.tally.photos),
+                                                          "failed": self.tally.failed})
+                except JournalError as exc:  # a full disk at exit: the run just stays unfinished
+                    log.warning("run not closed in the journal", reason=str(exc))
             self.journal.close()
+        if self.journal_lock is not None:
+            self.journal_lock.release()
         log.info("stopped", **{"sorted": sum(self.tally.photos.values()), "left_in_place": self.tally.failed})
 
     def status_line(self) -> str:
@@ -364,7 +426,14 @@ class Service:
                 self._ping(now)
                 self.notifier.status(self.status_line())  # sent only when it changed
                 self._swap_parts()
-                self._scan_if_due(now)
+                if self._journal_paused(now):
+                    self._sleep(self.outage.until)
+                    continue
+                try:
+                    self._scan_if_due(now)
+                except JournalUnavailable as exc:  # a left-in-place row could not be written: later
+                    self._journal_down(str(exc))
+                    continue
                 self.settler.check()
                 batch, retry_at = self._next_batch(now)
                 if batch is not None:
@@ -446,9 +515,9 @@ class Service:
         result = scan_inbox(root, recursive=recursive, ignore=self.parts.config.ignore, exclude=self.parts.exclude)
         for path, reason in result.skipped:
             if path not in self.skips_reported:
+                self._journal_left([(path, reason)])  # first: when the journal refuses, the next scan tries again
                 self.skips_reported.add(path)
                 log.warning("skipped", path=str(path), reason=reason)
-                self._journal_left([(path, reason)])
         for path in result.files:
             if not self._failed_before(path) and not self._kept_unchanged(path):
                 self.settler.offer(path, inbox, SCAN)
@@ -584,15 +653,60 @@ class Service:
             if batch is None:
                 return
             self.busy_since[index] = time.monotonic()
+            assert self.journal is not None
+            errors = self.journal.transient_errors
             try:
                 pause_point("batch", release=self.stopping)  # tests only (faults.py)
                 self._process(batch)
             except Exception:
-                log.exception("batch failed", inbox=str(batch.inbox), paths=[str(g.primary) for g in batch.groups])
-                self._remember_failed(batch.groups)
+                if self.journal.transient_errors == errors:
+                    log.exception("batch failed", inbox=str(batch.inbox), paths=[str(g.primary) for g in batch.groups])
+                    self._remember_failed(batch.groups)
             finally:
                 self.busy_since[index] = None
+                if self.journal.transient_errors != errors:  # its failures may be the journal's: try again
+                    self._forget_failed(batch.paths)
+                    self._journal_down(self.journal.last_unavailable, files=len(batch.paths))
                 self._release(batch)
+
+    # --- a journal that refuses writes for a while (issue 12, finding 7) -------------------------
+
+    def _journal_down(self, reason: str, *, files: int = 0) -> None:
+        """A write was refused (full disk, lock held elsewhere): no batches until the journal takes
+        a write again. The files stay in the inbox, and are not remembered as failed."""
+        with self.lock:
+            delay = self.outage.failed(time.monotonic())
+        assert self.journal is not None
+        log.warning("journal unavailable", journal=str(self.journal.path), reason=reason, retry_in=delay,
+                    files=files, waiting="files stay in the inbox; they are filed once the journal takes writes again")
+
+    def _journal_paused(self, now: float) -> bool:
+        """True while the journal is out. Once it is due, and no batch is in flight, it is tried
+        with one real write; then interrupted moves (a batch that moved files but could not write
+        "done") are settled from the disk, as at start-up, and the inboxes are scanned again."""
+        with self.lock:
+            if not self.outage.active:
+                return False
+            in_flight = any(p.active for p in (self.parts, *self.retired) if p is not None)
+            if now < self.outage.until or in_flight:
+                return True
+        assert self.journal is not None
+        try:
+            self.journal.check_writable()
+            recover_interrupted(self.journal)  # none of our moves is in flight: any intent is stale
+        except JournalUnavailable as exc:
+            self._journal_down(str(exc))
+            return True
+        with self.lock:
+            self.outage.recovered()
+        log.info("journal available again", journal=str(self.journal.path))
+        self.rescan.set()
+        return False
+
+    def _forget_failed(self, paths: Sequence[Path]) -> None:
+        with self.lock:
+            for path in paths:
+                self.failed.pop(path, None)
 
     def _process(self, batch: Batch) -> None:
         """File the groups that still exist; count and remember failures (the pipeline journals them),
@@ -693,6 +807,7 @@ def run_daemon(source: ConfigSource, config: Config, *, notifier: Notifier | Non
             if flags.reload and not flags.stops:
                 flags.reload = False
                 service.reload()
+            service.check_inboxes()
         clean = service.stop()
     finally:
         for sig, handler in previous.items():

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import structlog
 from watchdog.events import (
@@ -33,6 +34,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from nordlys.daemon.config import ConfigError, InboxConfig
+from nordlys.daemon.paths import resolved
 from nordlys.daemon.scan import is_ignored
 from nordlys.daemon.settle import CHANGED, CLOSED
 
@@ -60,8 +62,10 @@ class InboxHandler(FileSystemEventHandler):
 
     def __init__(self, inbox: Path, *, ignore: Sequence[str], exclude: Iterable[Path],
                  sink: Sink, on_folder: Callable[[Path, Path], object]) -> None:
-        self.inbox, self.ignore, self.sink, self.on_folder = inbox, list(ignore), sink, on_folder
-        self.exclude = [Path(p) for p in exclude]
+        # resolved once here, so that events (under the resolved inbox that is watched) and
+        # exclusions compare in one spelling, without I/O on the observer thread per event
+        self.inbox, self.ignore, self.sink, self.on_folder = resolved(inbox), list(ignore), sink, on_folder
+        self.exclude = [resolved(p) for p in exclude]
 
     def wanted(self, path: Path) -> bool:
         """Inside this inbox, outside every output folder, and no part of it is ignored."""
@@ -102,7 +106,8 @@ def start_observers(inboxes: Sequence[InboxConfig], *, ignore: Sequence[str], ex
                     native = Observer()  # inotify_init: EMFILE past max_user_instances
                     observers.append(native)
                 observer = native
-            observer.schedule(handler, str(inbox.path), recursive=inbox.recursive, event_filter=EVENTS)
+            # the resolved folder: inotify is asked not to follow a symlinked inbox (IN_DONT_FOLLOW)
+            observer.schedule(handler, str(handler.inbox), recursive=inbox.recursive, event_filter=EVENTS)
         for observer in observers:
             observer.daemon = True  # never keeps a dying process alive; stop_observers joins them
             observer.start()  # adds the inotify watches: ENOSPC past max_user_watches
@@ -124,34 +129,74 @@ def _watch_failure(paths: list[str], exc: OSError) -> str:
     return f"cannot watch {paths}: {exc.strerror or exc}: expected existing, readable folders"
 
 
-def inotify_watches(proc_self: Path = Path("/proc/self")) -> int:
-    """Watches this process holds: one `inotify wd:` line per watch in each inotify fd's fdinfo."""
-    count = 0
+def _inotify_watch_lines(proc_self: Path) -> Iterator[str]:
+    """One `inotify wd:... ino:... sdev:...` line per watch, from each inotify fd's fdinfo."""
     try:
         fds = os.listdir(proc_self / "fd")
     except OSError:
-        return 0
+        return
     for fd in fds:
         try:
             if os.readlink(proc_self / "fd" / fd) != "anon_inode:inotify":
                 continue
             with open(proc_self / "fdinfo" / fd, encoding="ascii") as f:
-                count += sum(1 for line in f if line.startswith("inotify wd:"))
+                lines = [line for line in f if line.startswith("inotify wd:")]
         except OSError:
             continue
-    return count
+        yield from lines
+
+
+def inotify_watches(proc_self: Path = Path("/proc/self")) -> int:
+    """Watches this process holds."""
+    return sum(1 for _ in _inotify_watch_lines(proc_self))
+
+
+_WATCHED = re.compile(r" ino:([0-9a-f]+) sdev:([0-9a-f]+)")
+
+
+def watched_folders(proc_self: Path = Path("/proc/self")) -> set[tuple[int, int]]:
+    """(device, inode) of every folder this process has an inotify watch on, as the kernel says.
+
+    Why ask the kernel: a folder deleted and made again often gets the inode number of the old
+    one, so its path's (device, inode) alone does not show the change; but the kernel drops the
+    watch of a deleted folder, so the new one is not in this set. (fdinfo gives the device in
+    the kernel's encoding: major << 20 | minor.)"""
+    found = set()
+    for line in _inotify_watch_lines(proc_self):
+        match = _WATCHED.search(line)
+        if match:
+            kdev = int(match.group(2), 16)
+            found.add((os.makedev(kdev >> 20, kdev & 0xFFFFF), int(match.group(1), 16)))
+    return found
 
 
 def folders_to_watch(inboxes: Sequence[InboxConfig]) -> int:
-    """Folders the native observer needs a watch for (watchdog watches every sub-folder)."""
-    total = 0
+    """Folders the native observer needs a watch for (watchdog watches every sub-folder). Counted
+    once each, by device and inode: the kernel gives a folder one watch however many inboxes
+    hold it (an inbox inside another, or the same one spelled twice)."""
+    folders: set[tuple[int, int]] = set()
     for inbox in inboxes:
         if inbox.polling:
             continue
-        total += 1
+        roots = [inbox.path]
         if inbox.recursive:
-            total += sum(len(dirs) for _, dirs, _ in os.walk(inbox.path))
-    return total
+            roots += [Path(top) / d for top, dirs, _ in os.walk(inbox.path) for d in dirs]
+        for folder in roots:
+            identity = folder_identity(folder)
+            if identity is not None:
+                folders.add(identity)
+    return len(folders)
+
+
+def folder_identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of a folder, following a symlink; None when it is not there. A folder
+    deleted and made again, or with a file system mounted onto it, gets a new identity while its
+    path stays the same: that is how a replaced inbox is noticed (see Service.check_inboxes)."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def check_watch_coverage(inboxes: Sequence[InboxConfig]) -> None:
