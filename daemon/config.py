@@ -118,11 +118,21 @@ def load_config(path: Path) -> Config:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
     if raw is None:
         raw = {}
     config = parse_config(raw, source=str(path), base_dir=path.parent)
     return config
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line with the place and the problem: PyYAML's own text names the parsed string
+    ("<unicode string>"), not the file, and spans several lines."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"{where}not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def parse_config(raw: Any, *, source: str = "config", base_dir: Path | None = None) -> Config:

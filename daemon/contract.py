@@ -26,6 +26,7 @@ Metadata keys (all values are strings; lists and dicts are JSON):
 | nordlys.backbone        | "mobilenet_v2"                  | architecture, informational                    |
 | nordlys.training_data   | {"train": 1700, ...}            | optional summary of the training data          |
 | nordlys.metrics         | {"val": {...}}                  | optional validation metrics                    |
+| nordlys.training_files  | {"train": ["9f86d081884c7d65", ...], "val": [...]} | optional: the first 16 hex digits of each training and validation photo's sha256, so `nordlys eval` can warn when it is shown photos the model learnt from |
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ PREFIX = "nordlys."
 RESIZE_MODES = ("squash", "letterbox", "center_crop")
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+DIGEST_HEX = 16  # hex digits of a photo's sha256 in nordlys.training_files: 64 bits, no accidental matches
+
+
+def training_digest(sha256_hex: str) -> str:
+    """A photo's entry in nordlys.training_files (export writes them, eval looks them up)."""
+    return sha256_hex[:DIGEST_HEX]
 
 
 class ModelContractError(ValueError):
@@ -61,6 +68,7 @@ class ModelMeta:
     backbone: str = "unknown"
     training_data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    training_files: dict[str, list[str]] = field(default_factory=dict)  # split -> training_digest()s
 
     def __post_init__(self) -> None:
         _check(len(self.labels) >= 2, "labels", list(self.labels), "at least two class names")
@@ -100,6 +108,8 @@ def to_metadata(meta: ModelMeta) -> dict[str, str]:
         PREFIX + "backbone": meta.backbone,
         PREFIX + "training_data": json.dumps(meta.training_data, sort_keys=True),
         PREFIX + "metrics": json.dumps(meta.metrics, sort_keys=True),
+        **({PREFIX + "training_files": json.dumps(meta.training_files, separators=(",", ":"))}
+           if meta.training_files else {}),
     }
 
 
@@ -144,6 +154,7 @@ def from_metadata(props: Mapping[str, str], source: str = "model") -> ModelMeta:
             backbone=get("backbone", "unknown"),
             training_data=parse("training_data", "json", "{}"),
             metrics=parse("metrics", "json", "{}"),
+            training_files=parse("training_files", "json", "{}"),
         )
     except ModelContractError as exc:
         raise ModelContractError(f"{source}: {exc}") from None

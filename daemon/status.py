@@ -53,8 +53,9 @@ def waiting_in(config: Config, *, now: float | None = None) -> list[InboxWaiting
     exclude = list(output_folders(config).values())
     result = []
     for inbox in config.inboxes:
-        if not inbox.path.is_dir():
-            result.append(InboxWaiting(inbox.path, 0, None, error="not a folder"))
+        if not inbox.path.is_dir():  # reported, not refused: status is how one finds an unmounted share
+            what = "is not a folder" if inbox.path.exists() else "does not exist (not mounted?)"
+            result.append(InboxWaiting(inbox.path, 0, None, error=f"missing: {what}"))
             continue
         files = scan_inbox(inbox.path, recursive=inbox.recursive, ignore=config.ignore, exclude=exclude).files
         mtimes = []

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+REQUIRES = ("torch", "torchvision", "onnx", "onnxscript")  # nordlys[train]; checked by the CLI before run()
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, metavar="RUN", help="run directory written by `nordlys train`")
@@ -27,9 +29,13 @@ def run(args: argparse.Namespace) -> int:
     except ExportError as exc:
         print(f"nordlys export: {exc}", file=sys.stderr)
         return exc.exit_code
-    shipped = result.get("int8", result["fp32"])
-    print(f"{args.out}: {result['version']}, threshold {result['threshold']:.4g}, validation recall "
-          f"{shipped['recall']:.4f}, false-positive rate {shipped['fpr']:.4f}, accuracy {shipped['accuracy']:.4f}")
+    kind = "int8" if "int8" in result else "fp32"
+    shipped = result[kind]
+    # the same figures as the last `evaluated` log line: the shipped model on the validation split,
+    # at the threshold the rule chose for it (not at 0.5, and not the training run's PyTorch scores)
+    print(f"{args.out}: {result['version']} ({kind}), threshold {result['threshold']:.4g}; on {shipped['count']} "
+          f"validation photos at that threshold: accuracy {shipped['accuracy']:.4f}, recall {shipped['recall']:.4f}, "
+          f"false-positive rate {shipped['fpr']:.4f}")
     return 0
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from nordlys.export.evaluate import Evaluation, evaluate_model
+from nordlys.daemon.contract import training_digest
+from nordlys.daemon.fileops import sha256_file
+from nordlys.export.evaluate import Evaluation, measure, score_model
 from nordlys.export.onnx_export import ExportError, Run, export_fp32, load_run, model_meta, write_metadata
 from nordlys.export.parity import FP32_TOLERANCE, check_parity
 from nordlys.export.quantize import CALIBRATION_PHOTOS, pick_calibration, quantize_int8
@@ -40,13 +42,25 @@ class Int8Refused(ExportError):
 
 
 def validated(path: Path, run: Run, *, max_fpr: float) -> Evaluation:
-    """Score the validation split and re-measure at the threshold rule's choice."""
-    ev = evaluate_model(path, run.split["val"], threshold=0.5)
-    t = metrics.choose_threshold(ev.targets, ev.scores, max_fpr=max_fpr)
-    ev.threshold = t
-    ev.summary = {**metrics.summary(ev.targets, ev.scores, t, [s.kind for s in ev.samples]),
-                  "unreadable": len(ev.unreadable)}
-    return ev
+    """Score the validation split and measure once, at the threshold rule's choice: the figure
+    logged is the figure shipped and printed (it used to be logged at 0.5 first, then re-measured)."""
+    ev = score_model(path, run.split["val"])
+    return measure(ev, metrics.choose_threshold(ev.targets, ev.scores, max_fpr=max_fpr))
+
+
+def training_files(run: Run) -> dict[str, list[str]]:
+    """Digests of the run's training and validation photos, carried in the model so that
+    `nordlys eval` can warn when it is shown photos the model has seen."""
+    listed: dict[str, list[str]] = {}
+    for side, samples in run.split.items():
+        digests = set()
+        for s in samples:
+            try:
+                digests.add(training_digest(sha256_file(s.path)[0]))
+            except OSError:
+                continue  # a photo gone since training cannot be evaluated either
+        listed[side] = sorted(digests)
+    return listed
 
 
 def compact(summary: dict) -> dict:
@@ -99,7 +113,8 @@ def export_model(run_dir: Path, out: Path, *, int8: bool = False, max_fpr: float
         if int8:
             carried["val_int8"] = compact(result["int8"])
         carried["val"] = carried["val_int8" if int8 else "val_fp32"]
-        meta = model_meta(run, threshold=chosen.threshold, metrics=carried, suffix=suffix)
+        meta = model_meta(run, threshold=chosen.threshold, metrics=carried, suffix=suffix,
+                          training_files=training_files(run))
         write_metadata(shipped, meta)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shipped, out)

@@ -76,7 +76,8 @@ def export_fp32(model: nn.Module, path: Path, *, input_size: int) -> Path:
     return path
 
 
-def model_meta(run: Run, *, threshold: float, metrics: dict, suffix: str = "") -> ModelMeta:
+def model_meta(run: Run, *, threshold: float, metrics: dict, suffix: str = "",
+               training_files: dict[str, list[str]] | None = None) -> ModelMeta:
     """The contract's metadata for this run; version = backbone-date-checkpoint hash[-int8]."""
     cfg = run.config
     version = f"{cfg['backbone']}-{time.strftime('%Y%m%d')}-{run.checkpoint_sha[:8]}{suffix}"
@@ -86,7 +87,8 @@ def model_meta(run: Run, *, threshold: float, metrics: dict, suffix: str = "") -
     return ModelMeta(labels=tuple(run.model_args["labels"]), input_size=int(cfg["input_size"]),
                      mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),  # type: ignore[arg-type]
                      threshold=float(threshold), version=version, positive_label=data.POSITIVE,
-                     resize=cfg["resize"], backbone=cfg["backbone"], training_data=training, metrics=metrics)
+                     resize=cfg["resize"], backbone=cfg["backbone"], training_data=training, metrics=metrics,
+                     training_files=training_files or {})
 
 
 def write_metadata(path: Path, meta: ModelMeta) -> None:

@@ -7,6 +7,9 @@ import sys
 
 from nordlys.train import options
 from nordlys.train.data import DataError
+from nordlys.train.options import TrainError
+
+REQUIRES = ("torch", "torchvision", "matplotlib")  # nordlys[train]; checked by the CLI before run()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,11 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nordlys.train.train import main  # torch is imported only when training
-
     try:
+        options.check_arguments(args)
+        from nordlys.train.train import main  # torch is imported only when training
+
         main(args)
-    except DataError as exc:
+    except (DataError, TrainError) as exc:
         print(f"nordlys train: {exc}", file=sys.stderr)
         return 2
     return 0

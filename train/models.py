@@ -9,14 +9,16 @@ class-skewed, and the offline MobileNetV2 weights carry rebuilt BN statistics th
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
+from urllib.error import URLError
 
 import structlog
 import torch
 import torchvision
 from torch import nn
 
-from nordlys.train.options import BACKBONES, MODES  # one list, shared with the CLI
+from nordlys.train.options import BACKBONES, MODES, TrainError  # one list, shared with the CLI
 
 log = structlog.get_logger(__name__)
 
@@ -28,14 +30,30 @@ def build_model(backbone: str, *, num_classes: int, weights: str | None) -> nn.M
         raise ValueError(f"backbone = {backbone!r}: expected one of {list(BACKBONES)}")
     model = _torchvision_model(backbone, imagenet=(weights == "imagenet"))
     if weights not in (None, "none", "imagenet"):
-        state = torch.load(Path(weights), map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(torch.load(Path(weights).expanduser(), map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrainError(f"--weights = '{weights}': cannot load it into {backbone} ({first}): expected a "
+                             f"torchvision state_dict of the ImageNet {backbone}") from None
         log.info("weights_loaded", backbone=backbone, path=str(weights))
     _replace_head(model, backbone, num_classes)
     return model
 
 
 def _torchvision_model(backbone: str, *, imagenet: bool) -> nn.Module:
+    try:
+        return _build_torchvision(backbone, imagenet=imagenet)
+    except (URLError, OSError) as exc:  # torchvision downloads the ImageNet weights on first use
+        if not imagenet:
+            raise
+        reason = getattr(exc, "reason", None) or exc
+        raise TrainError(f"cannot download the ImageNet weights of {backbone} ({reason}): offline, pass --weights "
+                         f"PATH (a torchvision state_dict of the ImageNet {backbone}, from a connected machine's "
+                         f"$TORCH_HOME/hub/checkpoints) or --weights none (random start)") from None
+
+
+def _build_torchvision(backbone: str, *, imagenet: bool) -> nn.Module:
     if backbone == "resnet50":
         w = torchvision.models.ResNet50_Weights.IMAGENET1K_V2 if imagenet else None
         return torchvision.models.resnet50(weights=w)

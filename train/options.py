@@ -13,13 +13,18 @@ BACKBONES = ("resnet50", "mobilenet_v2")  # torchvision architectures the traine
 MODES = ("head", "finetune")  # head: frozen backbone; finetune: the last stages learn too
 
 
+class TrainError(ValueError):
+    """The run cannot start as asked (an argument, the weights); the message says what to pass."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`nordlys train` options; defaults are plain values with their units."""
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, help="folder with aurora/ and other/ sub-folders (any depth)")
     src.add_argument("--manifest", type=Path, help="CSV file,label[,group,...]; paths relative to the CSV")
-    parser.add_argument("--output-dir", type=Path, required=True, help="run directory to write")
-    parser.add_argument("--backbone", default="resnet50", choices=BACKBONES)
+    parser.add_argument("--output-dir", type=Path, required=True, help="run directory to write (new or empty)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --output-dir")
+    parser.add_argument("--backbone", default="resnet50", choices=BACKBONES, help="torchvision architecture")
     parser.add_argument("--weights", default=None,
                         help="ImageNet weights: omitted = torchvision download; PATH = local torchvision "
                              "state_dict; 'none' = random initialisation")
@@ -43,6 +48,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out, by group")
     parser.add_argument("--max-fpr", type=float, default=DEFAULT_MAX_FPR,
                         help="threshold rule: highest balanced accuracy with at most this false-positive rate")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="split, sampling and augmentation seed")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when CUDA is available")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """What can be checked before torch is imported and photos are decoded: a run that would fail
+    or destroy something fails here, in one line, instead of minutes later."""
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--output-dir = '{out}' is a file: expected a folder for the run")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        held = ", ".join(sorted(p.name for p in out.iterdir())[:4])
+        raise TrainError(f"--output-dir = '{out}' already holds files ({held}): expected a new or empty folder, "
+                         f"or --overwrite to replace the run in it")
+    weights = args.weights
+    if weights not in (None, "none", "imagenet") and not Path(weights).expanduser().is_file():
+        raise TrainError(f"--weights = '{weights}' is not a file: expected a torchvision state_dict of the ImageNet "
+                         f"{args.backbone} (.pth), 'imagenet' (downloaded by torchvision) or 'none' (random start)")

@@ -158,10 +158,11 @@ def main(args: argparse.Namespace) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() and not cfg["cpu"] else "cpu")
     started = time.monotonic()
     samples = data.read_samples(data_dir=args.data, manifest=args.manifest)
+    # the weights before the photos: a failed download is reported at once, not after decoding them all
+    model = models.build_model(cfg["backbone"], num_classes=len(data.LABELS), weights=cfg["weights"]).to(device)
     dataset, sampler, val, train_s, val_s = load_data(samples, cfg)
     data.write_split(out / "split.csv", train_s, val_s)
     loader = DataLoader(dataset, batch_size=cfg["batch_size"], sampler=sampler, num_workers=0, drop_last=len(dataset) > cfg["batch_size"])
-    model = models.build_model(cfg["backbone"], num_classes=len(data.LABELS), weights=cfg["weights"]).to(device)
     optimizer, scheduler = build_optimizer(model, cfg, cfg["epochs"] * len(loader))
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
     history, best, best_state, stale = [], None, None, 0
@@ -204,7 +205,8 @@ def write_run(out: Path, model: nn.Module, cfg: dict, history: list, best: dict,
 
 def resolve_config(args: argparse.Namespace) -> dict:
     """Every value the run used, JSON-able, stored in the checkpoint and config.json."""
-    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func",)}
+    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+           if k not in ("func", "config", "verbose", "overwrite")}  # the CLI's, not the run's
     cfg["mean"], cfg["std"] = list(presets.IMAGENET_MEAN), list(presets.IMAGENET_STD)
     if cfg["weights"] is None:
         cfg["weights"] = "imagenet"
