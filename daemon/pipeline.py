@@ -45,6 +45,7 @@ from nordlys.daemon.fileops import KnownHash
 from nordlys.daemon.grouping import VIDEO_SUFFIXES
 from nordlys.daemon.loader import DEFAULT_MAX_FILE_BYTES, ImageLoadError, load_image, read_photo, warm_up
 from nordlys.daemon.mover import MoveError, MoveResult, PlannedGroup, move_group, move_groups, plan_group
+from nordlys.daemon.syncsafety import copies_from
 from nordlys.daemon.placement import (DUPLICATES, KEEP, LEAVE, REJECTED, REVIEW, TO_FOLDER, Verdict, decide,
                                      destination_dir, duplicate_rule)
 
@@ -74,7 +75,7 @@ class Target:
     threshold: float
     review_band: float
     duplicates: str = "leave"  # config `duplicates`: a photo whose bytes were filed before (placement.duplicate_rule)
-    copy_from: frozenset[str] = frozenset()  # resolved (realpath) inboxes whose files are copied, not moved (syncsafety.py)
+    copy_from: frozenset[str] = frozenset()  # resolved folders whose files are copied, not moved (syncsafety.py)
 
     def folder_name(self, key: str) -> str:
         return str(getattr(self.folders, key))
@@ -262,7 +263,7 @@ class Pipeline:
         """Where a decided group goes and whether its source stays (copy mode); or, for a photo
         whose exact bytes were filed before, the Outcome of leaving it (placement.duplicate_rule)."""
         t = self.target
-        keep_source = os.path.realpath(inbox) in t.copy_from
+        keep_source = copies_from(group.primary, t.copy_from)
         earlier = [] if known is None or self.journal is None or verdict.folder == REJECTED else [
             e for e in self.journal.filed_by_sha(known.sha256) if e.label != REJECTED][:1]  # photos, not bad files
         rule = duplicate_rule(t.duplicates, copy_mode=keep_source) if earlier else KEEP

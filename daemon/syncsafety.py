@@ -30,6 +30,7 @@ nothing is ever sent anywhere but 127.0.0.1 / ::1.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -203,13 +204,41 @@ def _folders_from_api(address: str, api_key: str, tls: bool) -> list[tuple[Path,
             if isinstance(f, dict) and f.get("path")]
 
 
+def nested_markers(inbox: Path) -> list[Path]:
+    """Syncthing folders inside a recursive inbox (a phone's folder synced into a sub-folder of a
+    larger inbox): the folders below `inbox` that hold `.stfolder`. Dot folders are not entered
+    (nordlys never files from them)."""
+    found = []
+    for folder, dirs, files in os.walk(inbox):
+        if folder != os.fspath(inbox) and (MARKER in dirs or MARKER in files):
+            found.append(Path(folder))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    return found
+
+
 def inbox_modes(inboxes: Sequence[InboxConfig], *, syncthing_config: Path | None,
                 source: str = "config") -> dict[Path, InboxMode]:
-    """Each inbox's mode, logged once with its reason; ConfigError as decide_inbox_mode."""
+    """The mode of each inbox, and of each Syncthing folder found inside a recursive inbox that
+    is moved from (its files are copied when that folder is not safe to move from), keyed by
+    folder; each logged once with its reason. ConfigError as decide_inbox_mode. A Syncthing
+    folder made inside an inbox later is seen at the next start or reload."""
     modes = {}
     for i, inbox in enumerate(inboxes):
         mode = decide_inbox_mode(inbox, syncthing_config=syncthing_config, source=source, index=i)
-        (log.warning if mode.copy and inbox.mode != "copy" else log.info)(
-            "inbox mode", inbox=str(inbox.path), mode="copy" if mode.copy else "move", why=mode.why)
-        modes[inbox.path] = mode
+        found = {inbox.path: mode}
+        if inbox.recursive and not mode.copy and inbox.path.is_dir():
+            for root in nested_markers(inbox.path):
+                found[root] = decide_inbox_mode(dataclasses.replace(inbox, path=root),
+                                                syncthing_config=syncthing_config, source=source, index=i)
+        for folder, chosen in found.items():
+            (log.warning if chosen.copy and inbox.mode != "copy" else log.info)(
+                "inbox mode", inbox=str(folder), mode="copy" if chosen.copy else "move", why=chosen.why)
+        modes.update(found)
     return modes
+
+
+def copies_from(path: Path, copy_roots: frozenset[str]) -> bool:
+    """Whether a file at `path` is copied rather than moved: it lies in a folder (resolved) that
+    inbox_modes found unsafe to move from."""
+    folder = os.path.realpath(path.parent)
+    return any(folder == root or folder.startswith(root.rstrip(os.sep) + os.sep) for root in copy_roots)

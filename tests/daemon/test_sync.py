@@ -525,3 +525,21 @@ def test_identical_unreadable_files_are_all_rejected_not_left_as_duplicates(tmp_
     wait_until(lambda: len(daemon.find("rejected")) == 2, 60, "the second bad file rejected too")
     daemon.stop()
     assert sorted(p.name for p in files_under(dest / "rejected")) == ["a.jpg", "b.jpg"]
+
+
+def test_a_synced_folder_inside_a_recursive_inbox_is_copied_from(tmp_path: Path, green_model: Path,
+                                                                  daemon_home: list[Daemon]) -> None:
+    """An inbox holding a phone's Syncthing folder as one of its sub-folders: photos there are
+    copied (the phone keeps them), photos elsewhere in the inbox are moved as usual."""
+    inbox, dest = tmp_path / "inbox", tmp_path / "sorted"
+    phone = synced_folder(inbox / "phone")
+    (inbox / "card").mkdir()
+    (phone / "PXL_1.jpg").write_bytes(photo(1, green=True))
+    (inbox / "card" / "DSC_2.jpg").write_bytes(photo(2, green=False))
+    daemon = start_daemon(daemon_home, tmp_path / "home", [inbox], dest, green_model)
+    assert daemon.find("inbox mode", mode="copy", inbox=str(phone))
+    wait_until(lambda: len(daemon.find("sorted")) == 2, 60, "both photos filed")
+    daemon.stop()
+    assert photos_in(phone) == {"PXL_1.jpg": photo(1, green=True)}  # copied: the phone keeps it
+    assert photos_in(inbox / "card") == {}  # moved
+    assert sorted(p.name for p in files_under(dest)) == ["DSC_2.jpg", "PXL_1.jpg"]
