@@ -251,12 +251,12 @@ class Service:
         """Observers on the inboxes that are there now (an inbox that is gone is watched again once
         check_inboxes sees it back); their identities are taken first, so a change during the
         start is noticed too."""
-        self.inbox_ids = {i.path: folder_identity(i.path) for i in parts.config.inboxes}
-        present = [i for i in parts.config.inboxes if self.inbox_ids[i.path] is not None]
+        self.inbox_ids = {i.path: folder_identity(i.path) for i in parts.config.inboxes if not i.polling}
+        present = [i for i in parts.config.inboxes if i.polling or self.inbox_ids[i.path] is not None]
         observers = start_observers(present, ignore=parts.config.ignore, exclude=parts.exclude,
                                     sink=self.settler.offer, on_folder=self._folder_appeared)
         kernel = watched_folders()
-        self.inbox_watched = {i.path for i in present if not i.polling and self.inbox_ids[i.path] in kernel}
+        self.inbox_watched = {path for path, identity in self.inbox_ids.items() if identity in kernel}
         return observers
 
     def check_inboxes(self) -> None:
@@ -266,7 +266,9 @@ class Service:
         parts = self.parts
         if parts is None:
             return
-        now = {i.path: folder_identity(i.path) for i in parts.config.inboxes}
+        # polled inboxes are listed by path at every poll, so they need no check; they are network
+        # mounts, where a stat on this (the signal-handling) thread could hang with the server
+        now = {i.path: folder_identity(i.path) for i in parts.config.inboxes if not i.polling}
         kernel = watched_folders() if self.inbox_watched else set()  # deleted folders lose their watch
         changed = [path for path, identity in now.items()
                    if identity != self.inbox_ids.get(path) or (path in self.inbox_watched and identity not in kernel)]

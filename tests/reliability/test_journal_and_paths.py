@@ -195,15 +195,20 @@ def test_a_full_journal_disk_delays_filing_until_space_returns(tmp_path, daemons
     state = tmpfs(tmp_path / "xdg-state", "1m")
     inbox, dest = tmp_path / "inbox", tmp_path / "sorted"
     inbox.mkdir()
+    card = tmp_path / "card"  # a folder moved in: the dispatcher scans it and meets the symlink
+    card.mkdir()
+    (card / "link.jpg").symlink_to(tmp_path / "nowhere.jpg")
     daemon = daemons([inbox], dest).start()
     filler = fill(state)
-    (inbox / "link.jpg").symlink_to(tmp_path / "nowhere.jpg")
-    written = write_photos(inbox, 0, 20)
+    written = {**write_photos(inbox, 0, 20), **write_photos(card, 20, 5)}
+    os.rename(card, inbox / "card")
     daemon.wait_for("journal unavailable", DEADLINE)
     assert daemon.alive()
     filler.unlink()
     wait_until(lambda: filed(dest, written), 2 * DEADLINE, "photos filed once the journal has room")
-    wait_until(lambda: daemon.find("skipped", path=str(inbox / "link.jpg")), DEADLINE, "the symlink reported")
+    wait_until(lambda: daemon.find("skipped", path=str(inbox / "card" / "link.jpg")), DEADLINE,
+               "the symlink reported")
+    assert not daemon.find("dispatcher failed") and not daemon.find("batch failed")
     assert daemon.stop()[0] == 0
     rows = journal_entries(daemon.journal)
     assert not [r for r in rows if r["status"] == "intent"]
