@@ -12,7 +12,10 @@ import argparse
 import contextlib
 import dataclasses
 import importlib
+import importlib.util
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,7 +34,8 @@ from nordlys.daemon.scan import scan_inbox
 from nordlys.daemon.sorter import format_summary, sort_tree
 from nordlys.daemon.undo import recover_interrupted, undo
 
-EXIT_OK, EXIT_PARTIAL, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 3, 130
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+TRAIN_EXTRAS = {"torch", "torchvision", "onnx", "onnxscript", "matplotlib"}  # what nordlys[train] adds
 
 # verb -> module providing add_arguments(parser) and run(args) -> int; imported on use only,
 # so the daemon never imports torch.
@@ -54,7 +58,7 @@ def load(args: argparse.Namespace) -> Config:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    config = runtime.apply_overrides(load(args), model=args.model)
+    config = runtime.apply_overrides(load(args), model=args.model, config_file=find_config_file(args.config))
     classifier = runtime.load_classifier(config)
     files = expand_paths(args.paths, ignore=config.ignore)
     # classify moves nothing: the target only supplies the threshold and review band
@@ -97,7 +101,8 @@ def expand_paths(paths: Sequence[Path], *, ignore: Sequence[str]) -> list[Path]:
 
 
 def cmd_sort(args: argparse.Namespace) -> int:
-    config = runtime.apply_overrides(load(args), inboxes=[args.source], dest=args.dest, model=args.model)
+    config = runtime.apply_overrides(load(args), inboxes=[args.source], dest=args.dest, model=args.model,
+                                     config_file=find_config_file(args.config))
     classifier = runtime.load_classifier(config)
     target = runtime.build_target(config, classifier)
     inbox = config.inboxes[0]
@@ -145,16 +150,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    config = runtime.apply_overrides(load(args), inboxes=args.inbox, dest=args.dest)
+    config = runtime.apply_overrides(load(args), inboxes=args.inbox, dest=args.dest, check=False)  # reports, never refuses
     print(status.status_text(config, recent=args.recent))
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def common_options() -> argparse.ArgumentParser:
+    """--config and -v, which every verb takes (README says so; the extra verbs get them too)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, help="YAML config (default: $XDG_CONFIG_HOME/nordlys/config.yaml "
                                                     "or /etc/nordlys/config.yaml when present)")
     common.add_argument("-v", "--verbose", action="store_true", help="log every decision (at the config's log level)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
     parser = argparse.ArgumentParser(prog="nordlys", description="Find the northern lights in photos and sort them.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -196,29 +207,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """--help names each option's default, except where there is none to name (None, a flag)
+    or the help text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (not action.option_strings or "default" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+def missing_extra(verb: str, module: str | None) -> int:
+    """One line naming the extra to install; exit 2, like any request this install cannot run."""
+    print(f"nordlys {verb}: needs the training extras ({module or 'a module'} is not installed): "
+          f"pip install 'nordlys[train]'", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def run_extra_verb(verb: str, module_name: str, argv: Sequence[str]) -> int:
-    """Hand the remaining arguments to a verb that lives in an optional package."""
+    """Hand the remaining arguments to a verb that lives in an optional package. Its module may
+    list the optional packages it needs in REQUIRES: they are looked for before it runs, so a
+    missing one is one line naming the extra, not a traceback halfway through."""
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        print(f"nordlys {verb}: needs the training extras ({exc.name} is missing): "
-              f"pip install 'nordlys[train]'", file=sys.stderr)
-        return 2
-    parser = argparse.ArgumentParser(prog=f"nordlys {verb}")
+        return missing_extra(verb, exc.name)
+    # "resolve": a verb module that declares --config itself keeps its own help text
+    parser = argparse.ArgumentParser(prog=f"nordlys {verb}", parents=[common_options()], conflict_handler="resolve",
+                                     formatter_class=DefaultsHelpFormatter)
     module.add_arguments(parser)
-    return int(module.run(parser.parse_args(list(argv))))
+    args = parser.parse_args(list(argv))
+    missing = [name for name in getattr(module, "REQUIRES", ()) if importlib.util.find_spec(name) is None]
+    if missing:
+        return missing_extra(verb, missing[0])
+    load(args)  # the config is checked and logging set as -v says, as for every other verb
+    try:
+        return int(module.run(args))
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in TRAIN_EXTRAS:
+            return missing_extra(verb, exc.name)
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in EXTRA_VERBS:
-        return run_extra_verb(argv[0], EXTRA_VERBS[argv[0]][0], argv[1:])
-    args = build_parser().parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
     try:
+        code = dispatch(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()  # a reader that left early is noticed here, not at exit as a traceback
+        return code
+    except BrokenPipeError:
+        # `nordlys status | head`: the reader has gone. Say nothing more and exit as a Unix tool
+        # killed by SIGPIPE does; stdout goes to /dev/null so the flush at exit cannot complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def dispatch(argv: list[str]) -> int:
+    verb = argv[0] if argv else ""
+    try:
+        if verb in EXTRA_VERBS:
+            return run_extra_verb(verb, EXTRA_VERBS[verb][0], argv[1:])
+        args = build_parser().parse_args(argv)
+        func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except (ConfigError, ModelError, JournalError) as exc:
-        print(f"nordlys {args.verb}: {exc}", file=sys.stderr)
+        print(f"nordlys {verb}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         structlog.get_logger(__name__).warning("interrupted")

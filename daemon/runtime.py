@@ -23,16 +23,23 @@ from nordlys.daemon.syncsafety import inbox_modes
 
 
 def apply_overrides(config: Config, *, inboxes: list[Path] | None = None, dest: Path | None = None,
-                    model: Path | None = None, source: str = "command line") -> Config:
-    """Flags win over the config file; the result is checked like a config file would be."""
-    if inboxes:
-        config = dataclasses.replace(config, inboxes=[InboxConfig(path=resolved(p)) for p in inboxes])
-    if dest is not None:
-        config = dataclasses.replace(config, output_root=resolved(dest))
-    if model is not None:
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, path=model.expanduser()))
-    check_paths(config, source=source)
-    return config
+                    model: Path | None = None, config_file: Path | None = None, check: bool = True) -> Config:
+    """Flags win over the config file. Each path is checked where it came from, so an error names
+    the flag or the file that set it. check=False is for `status`, which reports a missing inbox
+    (an unmounted share, say) instead of refusing to run."""
+    flags = Config(inboxes=[InboxConfig(path=resolved(p)) for p in inboxes or []],
+                   output_root=resolved(dest) if dest is not None else None,
+                   model=dataclasses.replace(config.model, path=model.expanduser() if model is not None else None))
+    from_file = dataclasses.replace(
+        config, inboxes=[] if flags.inboxes else config.inboxes,
+        output_root=config.output_root if flags.output_root is None else None,
+        model=dataclasses.replace(config.model, path=config.model.path if flags.model.path is None else None))
+    if check:
+        check_paths(from_file, source=str(config_file or "config"))
+        check_paths(flags, source="command line")
+    return dataclasses.replace(from_file, inboxes=flags.inboxes or from_file.inboxes,
+                               output_root=flags.output_root or from_file.output_root,
+                               model=dataclasses.replace(config.model, path=flags.model.path or from_file.model.path))
 
 
 def model_path(config: Config) -> Path:

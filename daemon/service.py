@@ -78,7 +78,7 @@ class ConfigSource:
     def load(self) -> Config:
         config = load_config(self.file) if self.file is not None else Config()
         config = runtime.apply_overrides(config, inboxes=self.inboxes, dest=self.dest, model=self.model,
-                                         source=str(self.file or "command line"))
+                                         config_file=self.file)
         if not config.inboxes:
             raise ConfigError(f"{self.file or 'command line'}: nothing to watch: expected `inboxes` in the "
                               f"config file or at least one --inbox DIR")
