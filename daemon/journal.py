@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import structlog
 
+from nordlys.daemon.paths import resolved
 from nordlys.daemon.placement import Verdict
 
 log = structlog.get_logger(__name__)
@@ -596,7 +597,9 @@ class Journal:
                 clauses.append(sql)
                 params.append(value)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        roots = [Path(p).absolute() for p in paths]
+        # as given and resolved: rows keep the spelling their run used (resolved since issue 12),
+        # and a user may name a folder through a symlink either way
+        roots = list(dict.fromkeys(q for p in paths for q in (Path(p).absolute(), resolved(p))))
 
         def keep(e: Entry) -> bool:
             return ((not roots or _is_under(e.source, roots) or _is_under(e.dest, roots))

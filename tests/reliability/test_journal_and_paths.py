@@ -304,3 +304,20 @@ def test_the_journal_lock_names_its_holder_and_is_free_once_released(tmp_path):
         lock.release()
     assert holder(journal) is None
     JournalLock.acquire(journal, []).release()
+
+
+def test_undo_finds_moves_by_a_path_spelled_through_a_symlink(tmp_path, daemons):
+    """Moves are journaled under resolved paths; `undo LINK/sorted` still finds them."""
+    real = tmp_path / "real"
+    (real / "inbox").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(real)
+    link = tmp_path / "link"
+    daemons([real / "inbox"], None)  # writes the config (model path) the CLI finds; not started
+    written = write_photos(real / "inbox", 0, 2)
+    done = run_cli(tmp_path, "sort", str(link / "inbox"), "--dest", str(link / "sorted"))
+    assert done.returncode == 0, done.stderr
+    assert filed(real / "sorted", written)
+    undone = run_cli(tmp_path, "undo", str(link / "sorted"))
+    assert undone.returncode == 0, undone.stderr
+    assert "restored 2 files" in undone.stdout, undone.stdout
+    assert sorted(p.name for p in (real / "inbox").iterdir()) == sorted(written)
