@@ -325,6 +325,27 @@ def _report_restored(entry: Entry, target: Path, report: UndoReport, *, verb: st
         log.warning("restored under another name", path=str(target), reason=why)
 
 
+def _drop_copy_of_kept_source(journal: Journal, undo_run: int | None, entry: Entry, report: UndoReport) -> bool:
+    """Undo of a copy (copy mode, a synced inbox): while the source still holds the same bytes,
+    undoing means removing the copy, not putting it back next to the source as NAME_1 (which a
+    sync client would then send to the phone). False: restore it as any file (source gone)."""
+    if not entry.keeps_source or _regular_sha256(entry.source) != entry.sha256:
+        return False
+    if undo_run is None:
+        report.restored.append((entry.dest, entry.source))
+        log.info("would remove the copy", path=str(entry.dest), source=str(entry.source))
+        return True
+    try:
+        os.unlink(entry.dest)
+    except OSError as exc:
+        report.skipped.append((entry.dest, f"{human_reason(exc)}: cannot remove this copy"))
+        return True
+    journal.mark_undone(entry.id, f"copy removed; the source is still at {entry.source}")
+    report.restored.append((entry.dest, entry.source))
+    log.info("removed the copy", path=str(entry.dest), source=str(entry.source))
+    return True
+
+
 def _undo_group(journal: Journal, undo_run: int | None, entries: list[Entry], report: UndoReport,
                 reserved: set[Path], finder: MovedFinder | None) -> None:
     """Restore one photo group; when an old name is taken the whole group gets one new suffix."""
@@ -334,7 +355,7 @@ def _undo_group(journal: Journal, undo_run: int | None, entries: list[Entry], re
         if place is None:
             continue
         entry = dataclasses.replace(entry, dest=place)
-        if _restorable(entry, report):
+        if _restorable(entry, report) and not _drop_copy_of_kept_source(journal, undo_run, entry, report):
             by_folder.setdefault(entry.source.parent, []).append(entry)
     for folder, items in by_folder.items():
         plan = plan_destinations([e.source for e in items], folder, reserved=reserved)

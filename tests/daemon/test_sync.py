@@ -543,3 +543,28 @@ def test_a_synced_folder_inside_a_recursive_inbox_is_copied_from(tmp_path: Path,
     assert photos_in(phone) == {"PXL_1.jpg": photo(1, green=True)}  # copied: the phone keeps it
     assert photos_in(inbox / "card") == {}  # moved
     assert sorted(p.name for p in files_under(dest)) == ["DSC_2.jpg", "PXL_1.jpg"]
+
+
+def test_undo_of_copies_removes_them_and_leaves_the_synced_folder_as_it_was(tmp_path: Path,
+                                                                             green_model: Path) -> None:
+    """Undo of a copy-mode sort: the sources never left, so undo removes the copies; it does not
+    put them back beside their sources as NAME_1 (which Syncthing would send to the phone)."""
+    phone = synced_folder(tmp_path / "phone")
+    photos = {f"IMG_{i}.jpg": photo(i, green=i == 0) for i in range(2)}
+    for name, data in photos.items():
+        (phone / name).write_bytes(data)
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "HOME": str(tmp_path)}
+
+    def nordlys(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "nordlys.daemon", *args], capture_output=True, text=True,
+                              env=env, timeout=300)
+
+    assert nordlys("sort", str(phone), "--dest", str(tmp_path / "out"), "--model", str(green_model)).returncode == 0
+    assert len(files_under(tmp_path / "out")) == 2
+    undone = nordlys("undo")
+    assert undone.returncode == 0, undone.stderr
+    assert sorted(p.name for p in phone.iterdir() if p.suffix == ".jpg") == sorted(photos)  # no IMG_0_1.jpg
+    assert photos_in(phone) == photos and files_under(tmp_path / "out") == []
+    status = journal_rows(tmp_path / "state" / "nordlys" / "journal.sqlite", "SELECT status FROM entries")
+    assert sorted(r[0] for r in status) == ["undone", "undone"]
