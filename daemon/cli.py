@@ -1,9 +1,10 @@
 """The `nordlys` command: parse arguments, load the config, call one function per verb.
 
 Exit codes (documented in README): 0 done; 1 some files could not be read or moved (they stayed
-where they were, and the output says why); 2 bad config or arguments; 3 the model cannot be used;
-130 interrupted. `train`, `export` and `eval` live in packages that need extra dependencies, so
-they are imported only when asked for.
+where they were, and the output says why); 2 bad config or arguments, or a verb whose extra is
+not installed; 3 the model cannot be used; 130 interrupted; 141 the reader of stdout went away.
+`train`, `export`, `eval`, `retrain` and `rollback` live in their own modules, imported only when
+asked for; `train` and `export` need the extras (torch, onnx), `eval` only the daemon's install.
 """
 
 from __future__ import annotations

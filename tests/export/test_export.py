@@ -126,3 +126,40 @@ def test_calibration_is_balanced_and_seeded() -> None:
     picked = pick_calibration(samples, count=8, seed=1)
     assert sum(s.target for s in picked) == 3 and len(picked) == 7
     assert picked == pick_calibration(samples, count=8, seed=1)
+
+
+@pytest.mark.slow
+def test_export_prints_the_figure_it_logs_and_lists_its_training_photos(mobilenet_export: tuple[Path, Path],
+                                                                         tmp_path: Path) -> None:
+    """Issue 14 point 4: the log said accuracy=0.8056 threshold=0.5, then the summary 0.8611. Now the
+    shipped model is measured once, at its chosen threshold, and both say that. The model lists its
+    training photos (nordlys.training_files), so evaluating on its own split.csv warns."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    run_dir, _ = mobilenet_export
+    out = tmp_path / "again.onnx"
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "nordlys.daemon", "export", str(run_dir), "--out", str(out), "-v"],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    evaluated = [e for e in events if e["event"] == "evaluated"]
+    assert len(evaluated) == 1  # fp32 only: one measurement, no 0.5 pass before it
+    summary = result.stdout.strip()
+    assert f"threshold {evaluated[0]['threshold']:.4g};" in summary
+    assert f"accuracy {evaluated[0]['accuracy']:.4f}," in summary
+    assert f"on {evaluated[0]['photos']} validation photos at that threshold" in summary
+
+    meta = from_metadata({p.key: p.value for p in onnx.load(str(out)).metadata_props})
+    run = load_run(run_dir)
+    assert {side: len(d) for side, d in meta.training_files.items()} == {
+        side: len(samples) for side, samples in run.split.items()}
+    evaluated_on_own_split = subprocess.run(
+        [sys.executable, "-m", "nordlys.daemon", "eval", "--model", str(out), "--manifest", str(run_dir / "split.csv"),
+         "--report", str(tmp_path / "report")], capture_output=True, text=True, timeout=600, env=env)
+    assert evaluated_on_own_split.returncode == 0, evaluated_on_own_split.stderr
+    assert (f"warning: the model has seen some of these photos ({len(run.split['train'])} in its train split, "
+            f"{len(run.split['val'])} in its val split)") in evaluated_on_own_split.stderr

@@ -6,6 +6,7 @@ evaluated photos (the digests export writes into nordlys.training_files)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -87,7 +88,7 @@ def model_listing(path: Path, train: list[Path], val: list[Path]) -> Path:
 def run_eval(tmp_path: Path, model: Path, data: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "nordlys.daemon", "eval", "--model", str(model), "--data", str(data),
                            "--report", str(tmp_path / "report")], capture_output=True, text=True, timeout=600,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)})
+                          env={**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)})
 
 
 def test_report_is_readable_and_links_each_misfiled_photo(tmp_path: Path) -> None:
