@@ -660,6 +660,15 @@ class Journal:
         rows = self._query("SELECT size, mtime_ns FROM kept WHERE path = ?", (_path_in(path),))
         return (rows[0][0], rows[0][1]) if rows else None
 
+    def kept_unchanged(self, path: Path) -> bool:
+        """Left in its inbox on purpose (copy mode, a re-sent duplicate) and unchanged since: its
+        content is filed, so neither a rescan nor `status` counts it as waiting."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        return self.kept_signature(path) == (st.st_size, st.st_mtime_ns)
+
     def record_correction(self, *, entry_id: int | None, path: Path, sha256: str, old_label: str,
                           new_label: str, score: float | None, model_version: str) -> int:
         with self._tx() as conn:

@@ -527,14 +527,9 @@ class Service:
                                           ms=round((time.perf_counter() - started) * 1000, 1))
 
     def _kept_unchanged(self, path: Path) -> bool:
-        """Left in its inbox on purpose (copy mode, or a re-sent duplicate) and unchanged since:
-        its content is filed, so a rescan does not read it again (journal table `kept`)."""
+        """Left in its inbox on purpose and unchanged since (Journal.kept_unchanged): not read again."""
         assert self.journal is not None
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return False
-        return self.journal.kept_signature(path) == (st.st_size, st.st_mtime_ns)
+        return self.journal.kept_unchanged(path)
 
     def _failed_before(self, path: Path) -> bool:
         """Left in place before and unchanged since: a rescan does not try it again."""

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
+
 from nordlys.daemon.config import Config
 from nordlys.daemon.journal import Correction, Entry, Journal, JournalError, ModelRecord
 from nordlys.daemon.paths import default_journal_path
@@ -47,8 +49,10 @@ def output_folders(config: Config) -> dict[str, Path]:
     return {key: root / names[key] for key in FOLDER_KEYS} if root is not None else {}
 
 
-def waiting_in(config: Config, *, now: float | None = None) -> list[InboxWaiting]:
-    """Files in each inbox that the daemon would still file (output folders excluded)."""
+def waiting_in(config: Config, *, now: float | None = None,
+               kept: Callable[[Path], bool] | None = None) -> list[InboxWaiting]:
+    """Files in each inbox that the daemon would still file (output folders excluded; kept: files
+    left in place on purpose whose content is filed, Journal.kept_unchanged)."""
     now = time.time() if now is None else now
     exclude = list(output_folders(config).values())
     result = []
@@ -58,6 +62,7 @@ def waiting_in(config: Config, *, now: float | None = None) -> list[InboxWaiting
             result.append(InboxWaiting(inbox.path, 0, None, error=f"missing: {what}"))
             continue
         files = scan_inbox(inbox.path, recursive=inbox.recursive, ignore=config.ignore, exclude=exclude).files
+        files = [f for f in files if kept is None or not kept(f)]
         mtimes = []
         for path in files:
             try:
@@ -79,6 +84,7 @@ def gather(config: Config, *, recent: int = 10) -> StatusReport:
                 report.recent = journal.recent(recent)
                 report.corrections = journal.corrections()
                 report.models = journal.models()
+                report.waiting = waiting_in(config, kept=journal.kept_unchanged)  # copy mode: its sources stay
         except JournalError as exc:
             report.journal_error = str(exc)
     return report

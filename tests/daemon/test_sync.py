@@ -568,3 +568,20 @@ def test_undo_of_copies_removes_them_and_leaves_the_synced_folder_as_it_was(tmp_
     assert photos_in(phone) == photos and files_under(tmp_path / "out") == []
     status = journal_rows(tmp_path / "state" / "nordlys" / "journal.sqlite", "SELECT status FROM entries")
     assert sorted(r[0] for r in status) == ["undone", "undone"]
+
+
+def test_status_does_not_count_copy_mode_sources_as_waiting(tmp_path: Path, green_model: Path) -> None:
+    phone = synced_folder(tmp_path / "phone")
+    (phone / "IMG_1.jpg").write_bytes(photo(1, green=True))
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "HOME": str(tmp_path)}
+    config = tmp_path / "config" / "nordlys" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f"inboxes: ['{phone}']\noutput_root: '{tmp_path / 'out'}'\nmodel: {{path: '{green_model}'}}\n")
+    run = [sys.executable, "-m", "nordlys.daemon"]
+    assert subprocess.run([*run, "sort", str(phone)], env=env, capture_output=True, timeout=300).returncode == 0
+    (phone / "IMG_2.jpg").write_bytes(photo(2, green=True))  # new: this one does wait
+    status = subprocess.run([*run, "status"], env=env, capture_output=True, text=True, timeout=300)
+    assert status.returncode == 0, status.stderr
+    waiting = status.stdout.split("waiting:", 1)[1]
+    assert f"{phone}: 1 file" in waiting, status.stdout
