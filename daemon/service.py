@@ -26,7 +26,6 @@ import signal
 import threading
 import time
 from collections import Counter, OrderedDict
-from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -38,9 +37,7 @@ from nordlys.daemon.classifier import Classifier
 from nordlys.daemon.config import Config, ConfigError, load_config
 from nordlys.daemon.corrections import CorrectionWorker
 from nordlys.daemon.faults import pause_point
-from nordlys.daemon.grouping import (
-    RASTER_SUFFIXES, RAW_SUFFIXES, SIDECAR_SUFFIXES, PhotoGroup, group_files, split_name,
-)
+from nordlys.daemon.grouping import PhotoGroup, group_files
 from nordlys.daemon.hooks import HookRunner
 from nordlys.daemon.journal import Backoff, Journal, JournalError, JournalUnavailable
 from nordlys.daemon.journal_lock import JournalLock
@@ -48,6 +45,7 @@ from nordlys.daemon.pipeline import Outcome, Pipeline, Target
 from nordlys.daemon.placement import AURORA, FOLDER_KEYS, Verdict
 from nordlys.daemon.scan import not_regular_reason, scan_inbox
 from nordlys.daemon.sdnotify import Notifier
+from nordlys.daemon.siblings import SiblingFinder, is_lone_sidecar, stem_key
 from nordlys.daemon.settle import SCAN, FileState, Settler, Waiting, file_state
 from nordlys.daemon.sorter import output_dirs
 from nordlys.daemon.undo import recover_interrupted
@@ -61,7 +59,6 @@ log = structlog.get_logger(__name__)
 
 LANES = 2  # batches processed at once: one decodes while the other is scored
 STOP_SECONDS = 8.0  # SIGTERM to exit, well inside systemd's and the issue's 10 s
-FOLLOW_WINDOW = 86_400.0  # seconds: a RAW or sidecar follows a photo of its stem filed this recently
 FAILED_MEMORY = 10_000  # files left in place that rescans skip until they change
 MIN_TICK = 0.01  # seconds; the dispatcher never spins faster than this
 
@@ -155,21 +152,6 @@ class Tally:
         return line + (f", left in place {self.failed}" if self.failed else "")
 
 
-def _stem_key(path: Path) -> tuple[Path, str]:
-    """Group members share folder and stem (grouping.split_name), case-insensitively."""
-    return path.parent, split_name(path.name)[0].casefold()
-
-
-def _is_lone_sidecar(group: PhotoGroup) -> bool:
-    return group.primary.suffix.lower() in SIDECAR_SUFFIXES
-
-
-def _is_companion(group: PhotoGroup) -> bool:
-    """A group without a raster photo: RAW files and/or sidecars, which grouping would have put
-    with a JPEG/HEIC of the same stem had they arrived together."""
-    return group.primary.suffix.lower() in RAW_SUFFIXES | SIDECAR_SUFFIXES
-
-
 class Service:
     """The running daemon; `run_daemon` drives it from the main thread (signals live there)."""
 
@@ -187,8 +169,7 @@ class Service:
         self.failed: OrderedDict[Path, FileState | None] = OrderedDict()
         self.folders: list[tuple[Path, Path]] = []  # (folder, inbox): folders that appeared
         self.skips_reported: set[Path] = set()
-        # companion file -> (self.filed when looked up, its filed photo's verdict or None)
-        self.siblings: dict[Path, tuple[int, Verdict | None]] = {}
+        self.siblings: SiblingFinder | None = None  # late RAWs and sidecars (siblings.py); made with the journal
         self.filed = 0  # batches filed so far: a cached "no photo filed yet" is stale once this moves
         self.busy_since: list[float | None] = [None] * LANES
         self.journal: Journal | None = None
@@ -222,6 +203,7 @@ class Service:
         except BaseException:
             self.journal_lock.release()
             raise
+        self.siblings = SiblingFinder(self.journal, capacity=self.config.watch.queue_size)
         try:
             recover_interrupted(self.journal)  # logs one line per move it finishes or rolls back
             self.parts = build_parts(self.config, self.journal)
@@ -568,51 +550,40 @@ class Service:
         whose photo is neither here nor filed yet (for watch.sidecar_wait seconds). A lone RAW or
         sidecar whose photo was filed already follows it to the same folder.
         """
+        kept = {p for p, _ in ready if self._kept_unchanged(p)}  # put back by undo, or copy mode's own
+        if kept:
+            self.settler.forget(kept)
+            log.info("left in place", paths=sorted(str(p) for p in kept)[:20], count=len(kept),
+                     reason="put there by nordlys undo (or kept by copy mode); touch it to have it sorted again")
+            ready = [(p, w) for p, w in ready if p not in kept]
         since = {p: w.ready_since or now for p, w in ready}
         inbox_of = {p: w.inbox for p, w in ready}
         watched = {i.path for i in parts.config.inboxes}
         self.settler.forget([p for p in since if inbox_of[p] not in watched])  # inbox removed by a reload
         groups = group_files(p for p in since if inbox_of[p] in watched)
-        arriving = {_stem_key(p) for p in self.settler.waiting_near({g.primary.parent for g in groups})}
+        arriving = {stem_key(p) for p in self.settler.waiting_near({g.primary.parent for g in groups})}
         candidates, retry = [], None
+        assert self.siblings is not None
         for group in groups:
-            if _stem_key(group.primary) in arriving:
+            if stem_key(group.primary) in arriving:
                 continue
             at = max(since[m] for m in group.members)
-            follows = self._filed_sibling(group) if _is_companion(group) else None
+            follows = self.siblings.follows(group, self.filed)
             wait = parts.config.watch.sidecar_wait
-            if follows is None and _is_lone_sidecar(group) and now - at < wait:
+            if follows is None and is_lone_sidecar(group) and now - at < wait:
                 retry = min(retry or float("inf"), at + wait)
                 continue
             candidates.append(Candidate(at, inbox_of[group.primary], group, follows))
         candidates.sort(key=lambda c: c.at)
         return candidates, retry
 
-    def _filed_sibling(self, group: PhotoGroup) -> Verdict | None:
-        """The verdict of a photo of the same folder and stem filed in the last FOLLOW_WINDOW
-        seconds (looked up once per waiting file)."""
-        primary = group.primary
-        cached = self.siblings.get(primary)
-        if cached is None or (cached[1] is None and cached[0] != self.filed):
-            if len(self.siblings) > 2 * self.settler.capacity:
-                self.siblings.clear()
-            assert self.journal is not None
-            since = datetime.now(timezone.utc) - timedelta(seconds=FOLLOW_WINDOW)
-            key = _stem_key(primary)
-            filed = self.journal.entries(
-                since=since, status=DONE,
-                match=lambda e: (e.source.parent == primary.parent and _stem_key(e.source) == key
-                                 and e.source != primary and e.source.suffix.lower() in RASTER_SUFFIXES))
-            self.siblings[primary] = (self.filed, Verdict(filed[-1].label, filed[-1].score, reason=filed[-1].reason,
-                                                          model_version=filed[-1].model_version) if filed else None)
-        return self.siblings[primary][1]
-
     def _hand_over(self, batch: Batch) -> None:
         """Claim the batch's paths and queue it for a lane; blocks while both lanes are busy."""
         if not self.settler.claim(batch.paths):
             return  # a file changed again since it was found complete: the next turn re-plans
+        assert self.siblings is not None
         for group in batch.groups:
-            self.siblings.pop(group.primary, None)
+            self.siblings.forget(group.primary)
         with self.lock:
             batch.parts.active += 1
         while True:

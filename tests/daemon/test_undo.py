@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -20,6 +22,9 @@ from nordlys.daemon.undo import (
     RECOVERED_CONTENT_DIFFERS, RECOVERED_DONE, RECOVERED_LEFT_BOTH, RECOVERED_MISSING, RECOVERED_ROLLED_BACK,
     RECOVERED_SOURCE_REMOVED, recover_interrupted, undo,
 )
+
+from tests.daemon.test_watch import daemon_factory, moved_to, photo, wait_until  # noqa: F401 (fixture)
+from tests.waiting import DEADLINE
 
 AURORA = Verdict("aurora", 0.91, "", "test-model")
 
@@ -301,3 +306,28 @@ def test_intent_rows_stay_until_recovered(tmp_path, journal):
     eid = crashed_intent(journal, src, tmp_path / "out" / "a.jpg", b"photo")
     assert undo(journal).restored == []  # an unfinished move is recovery's business, not undo's
     assert journal.entry(eid).status == INTENT
+
+
+# --- undo beside a running daemon -------------------------------------------------------------
+
+def test_files_undone_into_a_watched_inbox_stay_where_undo_put_them(tmp_path, daemon_factory):
+    """Issue 12, finding 9: `undo` while the daemon runs restored files that the daemon filed
+    again a second later. Undo writes each restored file to the journal's kept table before it
+    moves it, and the daemon leaves a kept file alone while it is unchanged."""
+    inbox, dest = tmp_path / "inbox", tmp_path / "sorted"
+    inbox.mkdir()
+    d = daemon_factory([inbox], dest).start()
+    photos = {f"U{i}.jpg": photo(300 + i, green=i == 0) for i in range(3)}
+    for name, data in photos.items():
+        (inbox / name).write_bytes(data)
+    wait_until(lambda: all(moved_to(dest, n) for n in photos), what="three photos filed")
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "xdg-state"), "XDG_CONFIG_HOME": str(tmp_path / "xdg-config")}
+    done = subprocess.run([sys.executable, "-m", "nordlys.daemon", "undo", "--since", "1h"], capture_output=True,
+                          text=True, env=env, timeout=DEADLINE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "restored 3 files" in done.stdout
+    (inbox / "after.jpg").write_bytes(photo(310, green=False))  # written after them: filed after they would be
+    wait_until(lambda: moved_to(dest, "after.jpg"), what="a photo written after the undo filed")
+    d.wait_for("left in place")
+    assert {p.name: p.read_bytes() for p in inbox.iterdir()} == photos
+    assert d.stop()[0] == 0

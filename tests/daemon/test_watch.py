@@ -500,7 +500,7 @@ def test_too_low_inotify_limit_is_reported(tmp_path, folders, daemon_factory, gr
     inbox, dest = folders
     proc = subprocess.run([*inotify_limited(0), sys.executable, "-m", "nordlys.daemon", "watch", "--inbox", str(inbox),
                            "--dest", str(dest), "--model", str(green_model)],
-                          capture_output=True, text=True, timeout=60,
+                          capture_output=True, text=True, timeout=DEADLINE,
                           env={**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")})
     assert proc.returncode == 2
     assert "fs.inotify.max_user_watches" in proc.stderr and str(inbox) in proc.stderr
