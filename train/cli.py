@@ -21,11 +21,21 @@ def run(args: argparse.Namespace) -> int:
         options.check_arguments(args)
         from nordlys.train.train import main  # torch is imported only when training
 
-        main(args)
+        result = main(args)
     except (DataError, TrainError) as exc:
         print(f"nordlys train: {exc}", file=sys.stderr)
         return 2
+    val = result["val"]
+    # the log (-v) has every epoch; without it this line is what a person sees at the end
+    print(f"{args.output_dir}: best epoch {result['best_epoch']}, threshold {val['threshold']:.4g}; on "
+          f"{val['count']} validation photos: accuracy {val['accuracy']:.4f}, recall {_fmt(val['recall'])}, "
+          f"false-positive rate {_fmt(val['fpr'])} (PyTorch scores; export measures the ONNX model again). "
+          f"Next: nordlys export {args.output_dir} --out model.onnx")
     return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:

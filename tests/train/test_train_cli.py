@@ -83,3 +83,21 @@ def test_help_shows_the_defaults(tmp_path: Path) -> None:
     for option, default in (("--backbone", "resnet50"), ("--epochs", "15"), ("--batch-size", "32"),
                             ("--lr", "0.001"), ("--input-size", "224"), ("--seed", "0"), ("--max-fpr", "0.02")):
         assert re.search(rf"{option} (?:(?! --[a-z]).)*\(default: {re.escape(default)}\)", text), option
+
+
+@pytest.mark.slow
+def test_a_run_ends_with_its_figures_and_the_next_step(tmp_path: Path) -> None:
+    """Without -v the log shows warnings only, so the run's result is one line on stdout, with the
+    same figures as metrics.json."""
+    import json
+
+    data = sky_folder(tmp_path / "data", per_class=8)
+    run = tmp_path / "run"
+    result = train(tmp_path, "--data", str(data), "--output-dir", str(run), "--backbone", "mobilenet_v2",
+                   "--weights", "none", "--input-size", "32", "--epochs", "1", "--batch-size", "4",
+                   "--val-fraction", "0.25", "--threads", "2")
+    assert result.returncode == 0, result.stderr
+    val = json.loads((run / "metrics.json").read_text())["val"]
+    line = result.stdout.strip()
+    assert line.startswith(f"{run}: best epoch 1, threshold {val['threshold']:.4g}; on {val['count']} validation photos")
+    assert f"accuracy {val['accuracy']:.4f}" in line and line.endswith(f"Next: nordlys export {run} --out model.onnx")
