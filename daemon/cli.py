@@ -46,7 +46,9 @@ EXTRA_VERBS = {
     "eval": ("nordlys.export.eval_cli", "evaluate an ONNX model on labelled photos, with an HTML report"),
     "retrain": ("nordlys.train.retrain_cli", "retrain the live model's head on your corrections, swap it in if better"),
     "rollback": ("nordlys.daemon.rollback_cli", "put back the model the last retrain replaced"),
+    "web": ("nordlys.web.cli", "review and correct in a browser, on 127.0.0.1:8466 (needs nordlys[web])"),
 }
+WEB_EXTRAS = {"starlette", "uvicorn", "jinja2", "prometheus_client", "multipart"}  # what nordlys[web] adds
 
 
 def load(args: argparse.Namespace) -> Config:
@@ -222,8 +224,9 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
 def missing_extra(verb: str, module: str | None) -> int:
     """One line naming the extra to install; exit 2, like any request this install cannot run."""
-    print(f"nordlys {verb}: needs the training extras ({module or 'a module'} is not installed): "
-          f"pip install 'nordlys[train]'", file=sys.stderr)
+    extra, what = ("web", "web") if verb == "web" else ("train", "training")
+    print(f"nordlys {verb}: needs the {what} extras ({module or 'a module'} is not installed): "
+          f"pip install 'nordlys[{extra}]'", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -247,7 +250,7 @@ def run_extra_verb(verb: str, module_name: str, argv: Sequence[str]) -> int:
     try:
         return int(module.run(args))
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in TRAIN_EXTRAS:
+        if exc.name and exc.name.split(".")[0] in TRAIN_EXTRAS | WEB_EXTRAS:
             return missing_extra(verb, exc.name)
         raise
 

@@ -683,6 +683,11 @@ class Journal:
         with self._tx() as conn:
             conn.execute("UPDATE corrections SET path = ? WHERE sha256 = ?", (_path_in(path), sha256))
 
+    def drop_correction(self, correction_id: int) -> None:
+        """A correction taken back (`nordlys web`'s undo): the photo is where it was filed again."""
+        with self._tx() as conn:
+            conn.execute("DELETE FROM corrections WHERE id = ?", (correction_id,))
+
     def corrections(self, *, since: str | None = None) -> list[Correction]:
         """Every correction, oldest first (since: UTC ISO time, exclusive)."""
         rows = self._query("SELECT id, entry_id, path, sha256, old_label, new_label, score, model_version, time"
