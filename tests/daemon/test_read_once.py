@@ -23,6 +23,7 @@ from nordlys.daemon.fileops import KnownHash, read_hashed
 from nordlys.daemon.mover import MoveError, move_file, move_group
 from nordlys.daemon.pipeline import Pipeline, Target
 from nordlys.daemon.placement import Verdict
+from tests.daemon.test_watch import photo
 
 AURORA = Verdict("aurora", 0.97, "", "test-model")
 
@@ -86,7 +87,7 @@ def test_a_file_changed_after_its_read_is_not_moved_on_the_old_verdict(tmp_path)
 def test_pipeline_journals_the_hash_of_the_bytes_it_decoded(tmp_path, green_model):
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     inbox.mkdir()
-    photos = {f"IMG_{i}.jpg": jpeg((20, 200, 30) if i % 2 else (120, 120, 120)) for i in range(20)}
+    photos = {f"IMG_{i}.jpg": photo(i, green=i % 2 == 1) for i in range(20)}  # unique bytes: no duplicates
     for name, data in photos.items():
         (inbox / name).write_bytes(data)
     (inbox / "IMG_3.xmp").write_bytes(b"<xmp/>")  # a sidecar: hashed by the mover itself
