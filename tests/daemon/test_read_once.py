@@ -7,13 +7,11 @@ Real files in tmp_path, a real journal, a real onnxruntime model (the green test
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import sqlite3
 import threading
 
 import pytest
-from PIL import Image
 
 from nordlys.daemon.classifier import Classifier
 from nordlys.daemon.config import FoldersConfig
@@ -30,12 +28,6 @@ AURORA = Verdict("aurora", 0.97, "", "test-model")
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def jpeg(colour: tuple[int, int, int]) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 48), colour).save(buf, "JPEG")
-    return buf.getvalue()
 
 
 def test_read_hashed_returns_the_bytes_and_their_hash(tmp_path):
