@@ -16,7 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -122,11 +122,11 @@ def build_app(site: Site, *, token: str | None = None, allowed_hosts: frozenset[
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
         try:
-            cached = site.thumbs.get(path)
+            data = site.thumbs.get(path)
         except ImageLoadError as exc:
             log.info("no thumbnail", path=str(path), reason=exc.reason)
             raise HTTPException(404) from None
-        return FileResponse(cached, media_type="image/jpeg", headers=headers)
+        return Response(data, media_type="image/jpeg", headers=headers)
 
     def check_action(request: Request, form: Any) -> None:
         if site.read_only:

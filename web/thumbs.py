@@ -9,6 +9,7 @@ cache outgrows its bound.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 from pathlib import Path
@@ -31,29 +32,44 @@ class ThumbCache:
         st = photo.stat()
         return hashlib.sha256(f"{photo}\0{st.st_size}\0{st.st_mtime_ns}\0{THUMB_SIDE}".encode()).hexdigest()[:32]
 
-    def get(self, photo: Path) -> Path:
-        """The cached JPEG for `photo`, made now if needed. Raises ImageLoadError for a file that
-        is no photo."""
+    def get(self, photo: Path) -> bytes:
+        """The JPEG thumbnail of `photo`, from the cache or made now. Bytes, not a path: another
+        request's trim may remove the file the moment after. Raises ImageLoadError for a file
+        that is no photo."""
         target = self.folder / f"{self.key(photo)}.jpg"
-        if target.is_file():
+        try:
+            data = target.read_bytes()
             os.utime(target)  # recently used: kept longest
-            return target
+            return data
+        except FileNotFoundError:
+            pass
         image = open_image(photo, min_side=THUMB_SIDE, max_pixels=self.max_pixels, max_file_bytes=self.max_file_bytes)
         image.thumbnail((THUMB_SIDE, THUMB_SIDE))
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{threading.get_ident()}.tmp")
-        image.save(tmp, "JPEG", quality=82)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=82)
+        data = buffer.getvalue()
+        tmp.write_bytes(data)
         os.replace(tmp, target)
-        self._trim()
-        return target
+        self._trim(keep=target)
+        return data
 
-    def _trim(self) -> None:
-        """Drop the least recently used thumbnails until the cache is within its bound."""
+    def _trim(self, *, keep: Path) -> None:
+        """Drop the least recently used thumbnails (never `keep`, the one just made) until the
+        cache is within its bound."""
         with self._lock:
-            files = [(p.stat().st_mtime, p.stat().st_size, p) for p in self.folder.glob("*.jpg")]
+            files = []
+            for path in self.folder.glob("*.jpg"):
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                files.append((st.st_mtime, st.st_size, path))
             total = sum(size for _, size, _ in files)
             for _, size, path in sorted(files, key=lambda f: f[0]):
                 if total <= self.max_bytes:
                     break
-                path.unlink(missing_ok=True)
-                total -= size
+                if path != keep:
+                    path.unlink(missing_ok=True)
+                    total -= size
