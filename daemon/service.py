@@ -5,8 +5,8 @@ Threads, each with one job:
   the Settler (watcher.py);
 - the dispatcher decides when files are complete (settle.py), scans the inboxes at start-up and
   every reconcile_interval (files that arrived while it was down, events the kernel dropped),
-  gathers complete photo groups into batches of up to model.batch_size (waiting at most
-  watch.batch_wait for a batch to fill) and pings the systemd watchdog;
+  gathers complete photo groups into batches of up to model.batch_size (batching.py decides
+  which: late siblings, kept files, watch.batch_wait) and pings the systemd watchdog;
 - two lanes run Pipeline.process on batches, so one batch decodes while the other is scored;
   the hand-over queue holds one batch, so a 1,000-photo dump never holds more than a few
   batches of pixels in memory;
@@ -33,11 +33,12 @@ from typing import Sequence
 import structlog
 
 from nordlys.daemon import runtime
+from nordlys.daemon.batching import Batcher, BatchRules
 from nordlys.daemon.classifier import Classifier
 from nordlys.daemon.config import Config, ConfigError, load_config
 from nordlys.daemon.corrections import CorrectionWorker
 from nordlys.daemon.faults import pause_point
-from nordlys.daemon.grouping import PhotoGroup, group_files
+from nordlys.daemon.grouping import PhotoGroup
 from nordlys.daemon.hooks import HookRunner
 from nordlys.daemon.journal import Backoff, Journal, JournalError, JournalUnavailable
 from nordlys.daemon.journal_lock import JournalLock
@@ -45,8 +46,7 @@ from nordlys.daemon.pipeline import Outcome, Pipeline, Target
 from nordlys.daemon.placement import AURORA, FOLDER_KEYS, Verdict
 from nordlys.daemon.scan import not_regular_reason, scan_inbox
 from nordlys.daemon.sdnotify import Notifier
-from nordlys.daemon.siblings import SiblingFinder, is_lone_sidecar, stem_key
-from nordlys.daemon.settle import SCAN, FileState, Settler, Waiting, file_state
+from nordlys.daemon.settle import SCAN, FileState, Settler, file_state
 from nordlys.daemon.sorter import output_dirs
 from nordlys.daemon.undo import recover_interrupted
 from nordlys.daemon.models_store import spawn_retrain
@@ -124,14 +124,6 @@ class Batch:
 
 
 @dataclass
-class Candidate:
-    at: float  # when its last member was found complete
-    inbox: Path
-    group: PhotoGroup
-    follows: Verdict | None  # a late RAW or sidecar goes where its photo went, unclassified
-
-
-@dataclass
 class Tally:
     """What this daemon did since it started: the STATUS= line and the run summary."""
 
@@ -169,8 +161,7 @@ class Service:
         self.failed: OrderedDict[Path, FileState | None] = OrderedDict()
         self.folders: list[tuple[Path, Path]] = []  # (folder, inbox): folders that appeared
         self.skips_reported: set[Path] = set()
-        self.siblings: SiblingFinder | None = None  # late RAWs and sidecars (siblings.py); made with the journal
-        self.filed = 0  # batches filed so far: a cached "no photo filed yet" is stale once this moves
+        self.batcher: Batcher | None = None  # batching.py; made with the journal
         self.busy_since: list[float | None] = [None] * LANES
         self.journal: Journal | None = None
         self.journal_lock: JournalLock | None = None  # one daemon per journal (journal_lock.py)
@@ -203,7 +194,7 @@ class Service:
         except BaseException:
             self.journal_lock.release()
             raise
-        self.siblings = SiblingFinder(self.journal, capacity=self.config.watch.queue_size)
+        self.batcher = Batcher(self.settler, self.journal, capacity=self.config.watch.queue_size)
         try:
             recover_interrupted(self.journal)  # logs one line per move it finishes or rolls back
             self.parts = build_parts(self.config, self.journal)
@@ -524,66 +515,23 @@ class Service:
             return False
 
     def _next_batch(self, now: float) -> tuple[Batch | None, float | None]:
-        """Up to batch_size complete groups from one inbox, or (None, when to look again)."""
+        """The next batch batching.py plans, bound to the parts (config and model) of this turn."""
         parts = self.parts
-        assert parts is not None
-        ready = self.settler.ready()
-        if not ready:
-            return None, None
-        candidates, retry = self._plan(ready, now, parts)
-        if not candidates:
+        assert parts is not None and self.batcher is not None
+        c = parts.config
+        rules = BatchRules(inboxes={i.path for i in c.inboxes}, batch_size=c.model.batch_size,
+                           batch_wait=c.watch.batch_wait, sidecar_wait=c.watch.sidecar_wait)
+        planned, retry = self.batcher.next(now, rules)
+        if planned is None:
             return None, retry
-        first = candidates[0]
-        size, wait = parts.config.model.batch_size, parts.config.watch.batch_wait
-        chosen = [c for c in candidates if c.inbox == first.inbox][:size]
-        more_coming = self.settler.counts()[0] > len(ready)  # files still settling could fill the batch
-        if len(chosen) < size and more_coming and now - first.at < wait:
-            return None, min(retry or float("inf"), first.at + wait)
-        return Batch(parts, first.inbox, [c.group for c in chosen],
-                     {c.group.primary: c.follows for c in chosen if c.follows is not None}), None
-
-    def _plan(self, ready: list[tuple[Path, Waiting]], now: float,
-              parts: Parts) -> tuple[list[Candidate], float | None]:
-        """Complete groups ready to go, oldest first, and when held-back ones need another look.
-
-        Held back: a group whose RAW twin or sidecar is still being written, and a lone sidecar
-        whose photo is neither here nor filed yet (for watch.sidecar_wait seconds). A lone RAW or
-        sidecar whose photo was filed already follows it to the same folder.
-        """
-        kept = {p for p, _ in ready if self._kept_unchanged(p)}  # put back by undo, or copy mode's own
-        if kept:
-            self.settler.forget(kept)
-            log.info("left in place", paths=sorted(str(p) for p in kept)[:20], count=len(kept),
-                     reason="put there by nordlys undo (or kept by copy mode); touch it to have it sorted again")
-            ready = [(p, w) for p, w in ready if p not in kept]
-        since = {p: w.ready_since or now for p, w in ready}
-        inbox_of = {p: w.inbox for p, w in ready}
-        watched = {i.path for i in parts.config.inboxes}
-        self.settler.forget([p for p in since if inbox_of[p] not in watched])  # inbox removed by a reload
-        groups = group_files(p for p in since if inbox_of[p] in watched)
-        arriving = {stem_key(p) for p in self.settler.waiting_near({g.primary.parent for g in groups})}
-        candidates, retry = [], None
-        assert self.siblings is not None
-        for group in groups:
-            if stem_key(group.primary) in arriving:
-                continue
-            at = max(since[m] for m in group.members)
-            follows = self.siblings.follows(group, self.filed)
-            wait = parts.config.watch.sidecar_wait
-            if follows is None and is_lone_sidecar(group) and now - at < wait:
-                retry = min(retry or float("inf"), at + wait)
-                continue
-            candidates.append(Candidate(at, inbox_of[group.primary], group, follows))
-        candidates.sort(key=lambda c: c.at)
-        return candidates, retry
+        return Batch(parts, planned.inbox, planned.groups, planned.follows), None
 
     def _hand_over(self, batch: Batch) -> None:
         """Claim the batch's paths and queue it for a lane; blocks while both lanes are busy."""
         if not self.settler.claim(batch.paths):
             return  # a file changed again since it was found complete: the next turn re-plans
-        assert self.siblings is not None
-        for group in batch.groups:
-            self.siblings.forget(group.primary)
+        assert self.batcher is not None
+        self.batcher.claimed(batch.groups)
         with self.lock:
             batch.parts.active += 1
         while True:
@@ -689,7 +637,8 @@ class Service:
                      for g in groups if g.primary in follows]
         with self.lock:
             self.tally.add(outcomes)
-            self.filed += 1
+            assert self.batcher is not None
+            self.batcher.filed()
         corrector = self.corrector  # its own filing is no correction: spare the worker a hash of each file
         if corrector is not None:
             corrector.filed(m.dest for o in outcomes for m in o.moved)
