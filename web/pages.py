@@ -12,7 +12,7 @@ from nordlys.daemon.config import Config
 from nordlys.daemon.corrections import folder_key
 from nordlys.daemon.journal import DONE, Correction, Entry, Journal, ModelRecord
 from nordlys.daemon.journal_lock import holder
-from nordlys.daemon.placement import AURORA, FOLDER_KEYS, OTHER, REVIEW
+from nordlys.daemon.placement import AURORA, OTHER, REVIEW
 from nordlys.daemon.scan import scan_inbox
 from nordlys.daemon.status import InboxWaiting, waiting_in
 
@@ -76,12 +76,15 @@ def _as_photo(path: Path, root: Path, folders: Mapping[str, Path], entry: Entry 
 
 def review_queue(journal: Journal, root: Path, folders: Mapping[str, Path], *, threshold: float,
                  ignore: Sequence[str]) -> list[Photo]:
-    """Everything in review/, then the least certain recent decisions still in aurora/ or other/."""
+    """Everything in review/, then the least certain recent decisions still in aurora/ or other/
+    that the user has not corrected yet."""
     by_dest = {e.dest: e for e in reversed(journal.recent(RECENT_WINDOW)) if e.status == DONE}
     review = folders[REVIEW]
     in_review = scan_inbox(review, recursive=True, ignore=ignore).files if review.is_dir() else []
     queue = [_as_photo(p, root, folders, by_dest.get(p)) for p in sorted(in_review)]
-    uncertain = sorted((e for e in by_dest.values() if e.score is not None and e.dest.is_file()
+    corrected = {c.sha256 for c in journal.corrections()}  # the user has judged these already
+    uncertain = sorted((e for e in by_dest.values() if e.score is not None and e.sha256 not in corrected
+                        and e.dest.is_file()
                         and folder_key(e.dest, folders) in (AURORA, OTHER)),
                        key=lambda e: abs(e.score - threshold))  # type: ignore[operator]
     queue += [_as_photo(e.dest, root, folders, e) for e in uncertain[:REVIEW_UNCERTAIN]]
@@ -121,5 +124,3 @@ def link_of(path: Path, root: Path, folders: Mapping[str, Path]) -> str:
     """The photo page's relative path for a journaled place, or '' when it is not in a shown folder."""
     return rel(path, root) if folder_key(path, folders) is not None and path.is_file() else ""
 
-
-FOLDERS_SHOWN = tuple(k for k in FOLDER_KEYS)
