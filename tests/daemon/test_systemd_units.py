@@ -20,6 +20,7 @@ from tests.daemon.test_watch import daemon_factory, moved_to, photo, wait_until 
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 SYSTEM_UNIT, USER_UNIT = UNITS / "nordlys.service", UNITS / "nordlys-user.service"
+WEB_UNIT = UNITS / "nordlys-web.service"  # nordlys web, beside the daemon (issue 15)
 ANALYZE = shutil.which("systemd-analyze")
 
 
@@ -72,6 +73,24 @@ def test_system_unit_runs_as_a_fixed_user_with_its_config_in_etc():
     assert one(directives(USER_UNIT), "Install.WantedBy") == "default.target"
 
 
+def test_web_unit_is_hardened_like_the_daemons_and_firewalled_to_loopback():
+    d, daemon = directives(WEB_UNIT), directives(SYSTEM_UNIT)
+    assert " web " in one(d, "Service.ExecStart") + " " and "--config /etc/nordlys/config.yaml" in one(d, "Service.ExecStart")
+    assert "--host" not in one(d, "Service.ExecStart")  # loopback unless the admin opens it (then a token)
+    assert one(d, "Service.User") == one(daemon, "Service.User")  # the same journal and output root
+    assert one(d, "Service.StateDirectory") == "nordlys" and one(d, "Service.Restart") == "on-failure"
+    assert one(d, "Service.RestrictAddressFamilies").split() == ["AF_UNIX", "AF_INET", "AF_INET6"]
+    assert one(d, "Service.IPAddressDeny") == "any" and one(d, "Service.IPAddressAllow") == "localhost"
+    shared = [k for k in daemon if k.startswith("Service.") and (k.startswith("Service.Protect")
+              or k.startswith("Service.Private") or k.startswith("Service.Restrict") or k.startswith("Service.SystemCall")
+              or k in ("Service.NoNewPrivileges", "Service.CapabilityBoundingSet", "Service.LockPersonality",
+                       "Service.MemoryDenyWriteExecute", "Service.ProcSubset", "Service.DevicePolicy"))]
+    differ = {k: (daemon[k], d.get(k)) for k in shared if d.get(k) != daemon[k]
+              and k not in ("Service.RestrictAddressFamilies", "Service.PrivateNetwork")}
+    assert not differ, differ
+    assert "Service.PrivateNetwork" not in d  # it serves TCP; IPAddressAllow keeps it to loopback
+
+
 def installed_copy(unit: Path, tmp_path: Path) -> Path:
     """The unit as installed: ExecStart pointing at this environment's `nordlys` (verify checks
     that the program exists and is executable)."""
@@ -94,7 +113,8 @@ def analyze(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not installed (Debian: apt-get install systemd)")
-@pytest.mark.parametrize("unit,mode", [(SYSTEM_UNIT, []), (USER_UNIT, ["--user"])], ids=["system", "user"])
+@pytest.mark.parametrize("unit,mode", [(SYSTEM_UNIT, []), (USER_UNIT, ["--user"]), (WEB_UNIT, [])],
+                         ids=["system", "user", "web"])
 def test_systemd_analyze_verify(unit, mode, tmp_path):
     copy = installed_copy(unit, tmp_path)
     proc = analyze(*mode, "verify", str(copy), tmp_path=tmp_path)
@@ -109,7 +129,8 @@ def analyze_version() -> int:
 
 
 @pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not installed (Debian: apt-get install systemd)")
-@pytest.mark.parametrize("unit,mode", [(SYSTEM_UNIT, []), (USER_UNIT, ["--user"])], ids=["system", "user"])
+@pytest.mark.parametrize("unit,mode", [(SYSTEM_UNIT, []), (USER_UNIT, ["--user"]), (WEB_UNIT, [])],
+                         ids=["system", "user", "web"])
 def test_security_exposure_is_at_most_2(unit, mode, tmp_path):
     if analyze_version() < 250:
         pytest.skip("systemd-analyze security --offline needs systemd 250 or newer")
