@@ -3,8 +3,13 @@ daemon's corrections watcher (another process) does not count it a second time."
 
 from __future__ import annotations
 
+import html
+import json
+import re
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from tests.daemon.test_watch import Daemon
 from tests.waiting import wait_until
@@ -78,3 +83,22 @@ def test_undo_with_nothing_to_undo_says_so(tree, web):
     with server.client() as client:
         response = client.post("/act/undo", data={"csrf": csrf_of(client)}, headers=JSON)
     assert response.status_code == 409 and "nothing to undo" in response.json()["error"]
+
+
+def test_the_retrain_button_runs_retrain_and_shows_the_gates_verdict(tree, web):
+    pytest.importorskip("onnx", reason="retrain needs the training extras: pip install 'nordlys[train]'")
+    tree.sort(green=2, grey=4)
+    server = web()
+    with server.client() as client:
+        token = csrf_of(client)
+        for photo in tree.files("review"):  # grey photos the user calls aurora: corrections to learn from
+            rel = photo.relative_to(tree.root).as_posix()
+            assert client.post("/act/move", data={"rel": rel, "to": "aurora", "csrf": token},
+                               headers=JSON).status_code == 200
+        assert client.post("/act/retrain", data={"csrf": token}, headers=JSON).json() == {"state": "running"}
+        verdict = wait_until(lambda: re.search(r'id="verdict">Last retrain: (.*?)</p>', client.get("/").text),
+                             what="the retrain's verdict on the overview")
+    with sqlite3.connect(tree.journal) as db:
+        status, version, metrics = db.execute("SELECT status, version, metrics FROM models ORDER BY id DESC").fetchone()
+    shown = html.unescape(verdict.group(1))
+    assert shown.startswith(f"{status}: {version} (") and json.loads(metrics)["gate"] in shown
