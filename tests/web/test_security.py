@@ -150,3 +150,14 @@ def test_the_token_guards_every_page_when_one_is_required(tree):
     finally:
         server.should_exit = True
         thread.join(DEADLINE)
+
+
+def test_a_loopback_server_answers_only_to_loopback_host_names(tree, web):
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 gets nothing."""
+    tree.sort(green=1, grey=0)
+    server = web()
+    with server.client() as client:
+        assert client.get("/", headers={"host": "evil.example"}).status_code == 421
+        assert client.get("/metrics", headers={"host": f"evil.example:{server.port}"}).status_code == 421
+        assert client.get("/", headers={"host": f"localhost:{server.port}"}).status_code == 200
+    assert server.log_has("unexpected Host header")
