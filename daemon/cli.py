@@ -3,8 +3,9 @@
 Exit codes (documented in README): 0 done; 1 some files could not be read or moved (they stayed
 where they were, and the output says why); 2 bad config or arguments, or a verb whose extra is
 not installed; 3 the model cannot be used; 130 interrupted; 141 the reader of stdout went away.
-`train`, `export`, `eval`, `retrain` and `rollback` live in their own modules, imported only when
-asked for; `train` and `export` need the extras (torch, onnx), `eval` only the daemon's install.
+`train`, `export`, `eval`, `retrain`, `rollback` and `web` live in their own modules, imported only when
+asked for; `train` and `export` need the extras (torch, onnx), `eval` only the daemon's install,
+`web` the web extras (nordlys[web]; the daemon never imports it).
 """
 
 from __future__ import annotations
