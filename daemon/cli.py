@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import json
@@ -67,6 +68,16 @@ def cmd_classify(args: argparse.Namespace) -> int:
     files = expand_paths(args.paths, ignore=config.ignore)
     # classify moves nothing: the target only supplies the threshold and review band
     target = runtime.build_target(dataclasses.replace(config, output_root=Path.cwd()), classifier)
+    if args.engine == "ray":
+        if args.out is None:
+            raise ConfigError("--out: missing: expected a .parquet file to write the scores to (--engine ray)")
+        engine = import_cluster("classify", "nordlys.cluster.engine")
+        if engine is None:
+            return EXIT_USAGE
+        report = engine.classify_archive(files, args.out, config=config, target=target, version=classifier.version,
+                                         address=args.address, workers=args.workers)
+        print(engine.format_report(report, args.out))
+        return EXIT_PARTIAL if report.failed else EXIT_OK
     failures = 0
     with Pipeline(classifier, None, target, max_pixels=config.model.max_pixels,
                   max_file_bytes=config.model.max_file_bytes, dry_run=True) as pipeline:
@@ -104,7 +115,24 @@ def expand_paths(paths: Sequence[Path], *, ignore: Sequence[str]) -> list[Path]:
     return result
 
 
+def import_cluster(verb: str, module: str):  # -> the module, or None after saying which extra is missing
+    """nordlys.cluster needs the cluster extra (ray, pyarrow); it is imported only when asked for."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        print(f"nordlys {verb}: needs the cluster extras ({exc.name} is not installed): "
+              f"pip install 'nordlys[cluster]'", file=sys.stderr)
+        return None
+
+
 def cmd_sort(args: argparse.Namespace) -> int:
+    filing = import_cluster("sort", "nordlys.cluster.filing") if args.scores is not None else None
+    if args.scores is not None and filing is None:
+        return EXIT_USAGE
+    if args.source is None:
+        if filing is None:
+            raise ConfigError("SRC: missing: expected the folder to sort (or --scores FILE)")
+        args.source = filing.scores_root(args.scores)
     config = runtime.apply_overrides(load(args), inboxes=[args.source], dest=args.dest, model=args.model,
                                      config_file=find_config_file(args.config))
     classifier = runtime.load_classifier(config)
@@ -118,8 +146,9 @@ def cmd_sort(args: argparse.Namespace) -> int:
         pipeline = stack.enter_context(Pipeline(classifier, journal, target, max_pixels=config.model.max_pixels,
                                                 max_file_bytes=config.model.max_file_bytes, videos=config.videos,
                                                 dry_run=args.dry_run))
-        summary = sort_tree(inbox.path, pipeline=pipeline, recursive=inbox.recursive, ignore=config.ignore,
-                            journal=journal, batch_size=config.model.batch_size, command=f"sort {inbox.path}")
+        sort = sort_tree if filing is None else functools.partial(filing.sort_scored, scores=args.scores)
+        summary = sort(inbox.path, pipeline=pipeline, recursive=inbox.recursive, ignore=config.ignore,
+                       journal=journal, batch_size=config.model.batch_size, command=f"sort {inbox.path}")
     print(format_summary(summary, target))
     return EXIT_PARTIAL if summary.failed else EXIT_OK
 
@@ -155,7 +184,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     config = runtime.apply_overrides(load(args), inboxes=args.inbox, dest=args.dest, check=False)  # reports, never refuses
-    print(status.status_text(config, recent=args.recent))
+    print(status.status_text(config, recent=args.recent, as_json=args.json))
     return EXIT_OK
 
 
@@ -177,13 +206,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photos or folders")
     p.add_argument("--model", type=Path, help="ONNX model (default: the configured or bundled one)")
     p.add_argument("--json", action="store_true", help="one JSON object per line: path, label, score[, error]")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="ray: score on a Ray cluster into --out (needs nordlys[cluster]); default local")
+    p.add_argument("--address", help="Ray cluster to use (default: start a local Ray)")
+    p.add_argument("--workers", type=int, metavar="N", help="local Ray: CPUs and scoring actors (default: all CPUs)")
+    p.add_argument("--out", type=Path, metavar="FILE", help="--engine ray: the Parquet scores file, resumed when "
+                                                            "it exists (unchanged files are not scored again)")
     p.set_defaults(func=cmd_classify)
 
     p = verbs.add_parser("sort", parents=[common], help="sort an existing folder tree once")
-    p.add_argument("source", type=Path, metavar="SRC", help="folder to sort (sub-folders included)")
+    p.add_argument("source", type=Path, metavar="SRC", nargs="?",
+                   help="folder to sort (sub-folders included); with --scores, default: the scored files' folder")
     p.add_argument("--dest", type=Path, help="where aurora/, other/, ... go (default: inside SRC)")
     p.add_argument("--model", type=Path, help="ONNX model (default: the configured or bundled one)")
     p.add_argument("--dry-run", action="store_true", help="say what would move, move nothing")
+    p.add_argument("--scores", type=Path, metavar="FILE", help="use the scores of `classify --engine ray`; "
+                                                               "changed or new photos are scored here")
     p.set_defaults(func=cmd_sort)
 
     p = verbs.add_parser("undo", parents=[common], help="move sorted files back where they came from")
@@ -203,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inbox", type=Path, action="append", metavar="DIR", help="inbox to count waiting files in")
     p.add_argument("--dest", type=Path, help="output root (default: the config's)")
     p.add_argument("--recent", type=int, default=10, metavar="N", help="show the last N decisions (default 10)")
+    p.add_argument("--json", action="store_true", help="one JSON object: sorted, waiting, corrections, models, recent")
     p.set_defaults(func=cmd_status)
 
     for verb, (module, help_text) in EXTRA_VERBS.items():

@@ -31,8 +31,9 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import structlog
@@ -43,11 +44,11 @@ from nordlys.daemon.grouping import PhotoGroup
 from nordlys.daemon.journal import Journal
 from nordlys.daemon.fileops import KnownHash
 from nordlys.daemon.grouping import VIDEO_SUFFIXES
-from nordlys.daemon.loader import DEFAULT_MAX_FILE_BYTES, ImageLoadError, load_image, read_photo, warm_up
+from nordlys.daemon.loader import DEFAULT_MAX_FILE_BYTES, ImageLoadError, date_taken, load_image, read_photo, warm_up
 from nordlys.daemon.mover import MoveError, MoveResult, PlannedGroup, move_group, move_groups, plan_group
 from nordlys.daemon.syncsafety import copies_from
 from nordlys.daemon.placement import (DUPLICATES, KEEP, LEAVE, REJECTED, REVIEW, TO_FOLDER, Verdict, decide,
-                                     destination_dir, duplicate_rule)
+                                     destination_dir, duplicate_rule, layout_for)
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +77,7 @@ class Target:
     review_band: float
     duplicates: str = "leave"  # config `duplicates`: a photo whose bytes were filed before (placement.duplicate_rule)
     copy_from: frozenset[str] = frozenset()  # resolved folders whose files are copied, not moved (syncsafety.py)
+    layout: str = ""  # config `layout`: dated folders under aurora/, other/, review/ (placement.expand_layout)
 
     def folder_name(self, key: str) -> str:
         return str(getattr(self.folders, key))
@@ -89,6 +91,7 @@ class Decoded:
     known: KnownHash | None = None
     torn: bool = False  # the file changed while it was read: these pixels may mix two versions
     video: bool = False  # judged by its name, never read
+    taken: datetime | None = None  # EXIF DateTimeOriginal, else mtime, from this read; only when a layout needs it
 
 
 @dataclass
@@ -145,11 +148,19 @@ class Pipeline:
             log.debug("decode failed", path=str(path), exc_info=exc)
             reason = f"cannot decode ({type(exc).__name__}: {str(exc)[:120]})"
             return Decoded(ImageLoadError(path, reason), known, torn=data is not None and known is None)
-        return Decoded(pixels, known, torn=known is None)
+        taken = None
+        if self.target.layout and known is not None:  # from the bytes just read: no second read (loader.date_taken)
+            taken = date_taken(path, data) or datetime.fromtimestamp(known.signature[3] / 1e9)
+        return Decoded(pixels, known, torn=known is None, taken=taken)
 
     def verdicts(self, groups: Sequence[PhotoGroup]) -> list[Verdict]:
         """Decode every primary in parallel and score the readable ones in one batch."""
-        return self._score(list(self.pool.map(self.decode, groups)))
+        return [verdict for _, verdict in self.scored(groups)]
+
+    def scored(self, groups: Sequence[PhotoGroup]) -> list[tuple[Decoded, Verdict]]:
+        """`verdicts` with what each was decoded from (its hash, for nordlys.cluster's score rows)."""
+        decoded = list(self.pool.map(self.decode, groups))
+        return list(zip(decoded, self._score(decoded)))
 
     def _score(self, decoded: Sequence[Decoded]) -> list[Verdict]:
         readable = [i for i, d in enumerate(decoded) if isinstance(d.pixels, np.ndarray)]
@@ -215,7 +226,8 @@ class Pipeline:
         self._journal_left([o for o in outcomes if o is not None], run_id=run_id, since_id=None)
         todo = [i for i, o in enumerate(outcomes) if o is None]
         filed = self.file_batch([(groups[i], verdicts[i], decoded[i].known) for i in todo], inbox=inbox,
-                                run_id=run_id, millis=per_group_ms)
+                                run_id=run_id, millis=per_group_ms,
+                                dates={groups[i].primary: d for i in todo if (d := decoded[i].taken) is not None})
         for i, outcome in zip(todo, filed):
             outcomes[i] = outcome
         return outcomes  # type: ignore[return-value]
@@ -253,13 +265,22 @@ class Pipeline:
         left = self.truncated_wait - (time.time() - max(st.st_mtime, st.st_ctime))
         return left if left > 0 else None
 
-    def _dest_dir(self, group: PhotoGroup, verdict: Verdict, inbox: Path) -> Path:
+    def _dest_dir(self, group: PhotoGroup, verdict: Verdict, inbox: Path, taken: datetime | None) -> Path:
+        """A late sibling goes into the folder its photo was filed in (its own date or sub-folder may
+        differ); anything else where placement.destination_dir puts it. taken: the primary's EXIF
+        date from its decode; else (a video, never read; a group filed without a decode) its mtime."""
+        if verdict.follows_dir is not None:
+            return verdict.follows_dir
         t = self.target
+        layout = layout_for(verdict.folder, t.layout)
+        if layout and taken is None:
+            taken = datetime.fromtimestamp(os.lstat(group.primary).st_mtime)
         return destination_dir(group.primary, inbox=inbox, output_root=t.output_root,
-                               folder_name=t.folder_name(verdict.folder), keep_subfolders=t.keep_subfolders)
+                               folder_name=t.folder_name(verdict.folder), keep_subfolders=t.keep_subfolders,
+                               layout=layout, taken=taken)
 
     def _placing(self, group: PhotoGroup, verdict: Verdict, known: KnownHash | None,
-                 inbox: Path) -> tuple[Path, Verdict, bool] | Outcome:
+                 inbox: Path, taken: datetime | None = None) -> tuple[Path, Verdict, bool] | Outcome:
         """Where a decided group goes and whether its source stays (copy mode); or, for a photo
         whose exact bytes were filed before, the Outcome of leaving it (placement.duplicate_rule)."""
         t = self.target
@@ -276,16 +297,16 @@ class Pipeline:
             return Outcome(group, None, [], error=reason, by_rule=True)
         if rule == TO_FOLDER:
             verdict = Verdict(DUPLICATES, verdict.score, f"same bytes as {earlier[0].dest}", verdict.model_version)
-        return self._dest_dir(group, verdict, inbox), verdict, keep_source
+        return self._dest_dir(group, verdict, inbox, taken), verdict, keep_source
 
     def file(self, group: PhotoGroup, verdict: Verdict, *, inbox: Path, run_id: int | None,
-             millis: float = 0.0, known: KnownHash | None = None) -> Outcome:
+             millis: float = 0.0, known: KnownHash | None = None, taken: datetime | None = None) -> Outcome:
         """File one group (a companion following its photo, a dry run's group): its own journal
         transactions. Whole batches go through file_batch."""
         start = time.perf_counter()
         mark = self._journal_mark()
         try:
-            placing = self._placing(group, verdict, known, inbox)
+            placing = self._placing(group, verdict, known, inbox, taken)
             if isinstance(placing, Outcome):
                 self._journal_left([placing], run_id=run_id, since_id=mark)
                 return placing
@@ -300,11 +321,15 @@ class Pipeline:
         return self._filed(group, verdict, moved, millis + (time.perf_counter() - start) * 1000)
 
     def file_batch(self, items: Sequence[tuple[PhotoGroup, Verdict, KnownHash | None]], *, inbox: Path,
-                   run_id: int | None, millis: float = 0.0) -> list[Outcome]:
+                   run_id: int | None, millis: float = 0.0,
+                   dates: Mapping[Path, datetime] | None = None) -> list[Outcome]:
         """File decided groups together: one journal transaction for all their intents and one for
-        all their "done" rows (mover.move_groups), instead of two per photo. Outcomes in order."""
+        all their "done" rows (mover.move_groups), instead of two per photo. Outcomes in order.
+        dates: primary -> the date its decode found (Decoded.taken), for the `layout` folders."""
+        dates = dates or {}
         if self.dry_run or self.journal is None or len(items) < 2:
-            return [self.file(g, v, inbox=inbox, run_id=run_id, millis=millis, known=k) for g, v, k in items]
+            return [self.file(g, v, inbox=inbox, run_id=run_id, millis=millis, known=k, taken=dates.get(g.primary))
+                    for g, v, k in items]
         start = time.perf_counter()
         mark = self._journal_mark()
         outcomes: list[Outcome | None] = [None] * len(items)
@@ -312,7 +337,7 @@ class Pipeline:
         taken: set[Path] = set()
         for i, (group, verdict, known) in enumerate(items):
             try:
-                placing = self._placing(group, verdict, known, inbox)
+                placing = self._placing(group, verdict, known, inbox, dates.get(group.primary))
                 if isinstance(placing, Outcome):
                     outcomes[i] = placing
                     continue
@@ -361,7 +386,7 @@ class Pipeline:
             log.warning("rejected", path=str(group.primary), reason=verdict.reason, ms=round(ms, 1))
         else:
             log.info("would sort" if self.dry_run else "sorted", path=str(group.primary), label=verdict.folder,
-                     score=round(verdict.score or 0.0, 4), ms=round(ms, 1))
+                     score=round(verdict.score or 0.0, 4), dest=str(moved[0].dest) if moved else None, ms=round(ms, 1))
         for m in moved:  # copy mode: the source stays; a rescan skips it while it is unchanged (Service._scan)
             if m.kept_source and self.journal is not None and not self.dry_run:
                 with contextlib.suppress(OSError):

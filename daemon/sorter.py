@@ -7,19 +7,20 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import structlog
 
 from nordlys.daemon.grouping import group_files
 from nordlys.daemon.journal import Journal
-from nordlys.daemon.pipeline import Pipeline, Target
+from nordlys.daemon.pipeline import Outcome, Pipeline, Target
 from nordlys.daemon.progress import ProgressBar
 from nordlys.daemon.scan import scan_inbox
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+ProcessBatches = Callable[..., Iterator[list[Outcome]]]  # Pipeline.process_batches' signature
 
 
 @dataclass
@@ -62,8 +63,10 @@ def tapered_batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
 
 
 def sort_tree(source: Path, *, pipeline: Pipeline, recursive: bool, ignore: Sequence[str],
-              journal: Journal | None, batch_size: int, command: str = "sort") -> SortSummary:
-    """Sort every file under `source` once. Output folders inside `source` are never re-sorted."""
+              journal: Journal | None, batch_size: int, command: str = "sort",
+              process: ProcessBatches | None = None) -> SortSummary:
+    """Sort every file under `source` once. Output folders inside `source` are never re-sorted.
+    `process` replaces pipeline.process_batches (nordlys.cluster files with scores made elsewhere)."""
     started = time.perf_counter()
     summary = SortSummary(dry_run=pipeline.dry_run, copied=os.path.realpath(source) in pipeline.target.copy_from)
     scan = scan_inbox(source, recursive=recursive, ignore=ignore, exclude=output_dirs(pipeline.target))
@@ -75,7 +78,8 @@ def sort_tree(source: Path, *, pipeline: Pipeline, recursive: bool, ignore: Sequ
     batches = tapered_batches(groups, batch_size)
     with ProgressBar(len(groups), label="sorting") as bar:
         # process_batches decodes the next batches while this one is scored and filed
-        for batch, outcomes in zip(batches, pipeline.process_batches(batches, inbox=source, run_id=run_id)):
+        for batch, outcomes in zip(batches, (process or pipeline.process_batches)(batches, inbox=source,
+                                                                                 run_id=run_id)):
             for outcome in outcomes:
                 if outcome.verdict is None:  # by a setting (videos: leave) it is no failure: exit 0
                     (summary.skipped if outcome.by_rule else summary.failed).append((outcome.group.primary,

@@ -9,6 +9,8 @@ CODE = """
 import sys
 sys.modules["torch"] = None          # any `import torch` now raises ImportError
 sys.modules["torchvision"] = None
+sys.modules["ray"] = None             # nor the cluster extra (nordlys.cluster)
+sys.modules["pyarrow"] = None
 import pkgutil, importlib
 import nordlys.daemon
 for info in pkgutil.iter_modules(nordlys.daemon.__path__, "nordlys.daemon."):
