@@ -28,6 +28,7 @@ from nordlys.daemon.journal import Journal, ModelRecord
 log = structlog.get_logger(__name__)
 
 LIVE, REPLACED, REFUSED, ROLLED_BACK = "live", "replaced", "refused", "rolled_back"
+MIN_CORRECTIONS = 2  # a retrain learns from some and holds at least one out to check the new model
 
 
 class ModelStoreError(Exception):

@@ -650,7 +650,8 @@ class Service:
         for outcome in outcomes:  # one notification per new aurora photo, none for its late companions
             if outcome.verdict is not None and outcome.verdict.folder == AURORA and outcome.moved \
                     and outcome.group.primary not in follows:
-                batch.parts.hooks.submit(outcome.moved[0].dest)
+                batch.parts.hooks.submit(outcome.moved[0].dest, label=outcome.verdict.folder,
+                                         score=outcome.verdict.score, source=outcome.moved[0].source)
 
     def _regular_groups(self, groups: Sequence[PhotoGroup]) -> list[PhotoGroup]:
         """The groups still there, less members that are not regular files: those are left in place

@@ -8,6 +8,7 @@ files the daemon would pick up.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +18,8 @@ from typing import Callable
 from nordlys.daemon.config import Config
 from nordlys.daemon.journal import Correction, Entry, Journal, JournalError, ModelRecord
 from nordlys.daemon.paths import default_journal_path
-from nordlys.daemon.placement import FOLDER_KEYS
+from nordlys.daemon.models_store import MIN_CORRECTIONS
+from nordlys.daemon.placement import AURORA, FOLDER_KEYS, OTHER
 from nordlys.daemon.scan import scan_inbox
 
 
@@ -120,7 +122,8 @@ def format_learning(corrections: list[Correction], models: list[ModelRecord]) ->
         key = f"{c.old_label} -> {c.new_label}"
         moves[key] = moves.get(key, 0) + 1
     lines = [f"corrections: {len(corrections)}" + (f" ({', '.join(f'{k} {n}' for k, n in moves.items())})"
-                                                   if moves else "")]
+                                                   if moves else ""),
+             f"  {retrain_readiness(corrections)}"]
     if models:
         lines.append("models:")
     for m in models:
@@ -130,6 +133,40 @@ def format_learning(corrections: list[Correction], models: list[ModelRecord]) ->
                  if k in m.metrics}
         lines.append(f"  {when}  {m.status:<11} {m.version}  " + " ".join(f"{k}={v}" for k, v in shown.items()))
     return lines
+
+
+def usable_corrections(corrections: list[Correction]) -> int:
+    """What `nordlys retrain` learns from: the newest correction of each photo (by content) that
+    names aurora or other."""
+    latest = {c.sha256: c for c in corrections}
+    return sum(c.new_label in (AURORA, OTHER) for c in latest.values())
+
+
+def retrain_readiness(corrections: list[Correction]) -> str:
+    """How many corrections the next `nordlys retrain` has, and how many more it needs."""
+    have = usable_corrections(corrections)
+    if have >= MIN_CORRECTIONS:
+        return f"next retrain: ready, {have} usable (at least {MIN_CORRECTIONS} needed): run `nordlys retrain`"
+    return (f"next retrain: needs {MIN_CORRECTIONS - have} more (at least {MIN_CORRECTIONS}: one to learn "
+            f"from, one to check; move a misfiled photo between aurora/ and other/ to make one)")
+
+
+def report_dict(report: StatusReport) -> dict:
+    """`nordlys status --json`: the same facts as the text, in stable keys."""
+    return {
+        "journal": {"path": str(report.journal), "exists": report.journal_exists, "error": report.journal_error},
+        "sorted": {key: {"files": report.counts.get(key, 0),
+                         "path": str(report.folders[key]) if key in report.folders else None} for key in FOLDER_KEYS},
+        "waiting": [{"inbox": str(w.path), "files": w.files, "oldest_seconds": w.oldest_seconds,
+                     "error": w.error or None} for w in report.waiting],
+        "corrections": {"count": len(report.corrections), "usable": usable_corrections(report.corrections),
+                        "needed": MIN_CORRECTIONS,
+                        "more_needed": max(MIN_CORRECTIONS - usable_corrections(report.corrections), 0)},
+        "models": [{"version": m.version, "status": m.status, "time": m.time, "path": str(m.path),
+                    "metrics": m.metrics} for m in report.models],
+        "recent": [{"time": e.time, "label": e.label, "score": e.score, "source": str(e.source),
+                    "dest": str(e.dest), "status": e.status, "reason": e.reason or None} for e in report.recent],
+    }
 
 
 def _waiting_text(inbox: InboxWaiting) -> str:
@@ -159,7 +196,8 @@ def format_entry(entry: Entry) -> str:
     return f"{when}  {entry.label:<8} {score:>6}  {tail}"
 
 
-def status_text(config: Config, *, recent: int = 10) -> str:
-    """The whole `nordlys status` output."""
-    return format_status(gather(config, recent=recent))
+def status_text(config: Config, *, recent: int = 10, as_json: bool = False) -> str:
+    """The whole `nordlys status` output (as_json: one JSON object, report_dict)."""
+    report = gather(config, recent=recent)
+    return json.dumps(report_dict(report), indent=2, ensure_ascii=False) if as_json else format_status(report)
 
