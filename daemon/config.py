@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
+from nordlys.daemon.placement import check_layout
+
 EXIT_CONFIG = 2  # exit code for a bad config or bad arguments
 
 DEFAULT_IGNORE = (
@@ -98,6 +100,8 @@ class Config:
     output_root: Path | None = None  # where aurora/, other/, ... are made; null = inside the first inbox
     folders: FoldersConfig = field(default_factory=FoldersConfig)
     keep_subfolders: bool = False  # inbox/trip/a.jpg -> aurora/trip/a.jpg instead of aurora/a.jpg
+    layout: str = ""  # dated folders under aurora/, other/, review/: e.g. "{year}/{date}" -> aurora/2026/2026-11-30/
+    #   fields: {year} {month} {day} {date}, from EXIF DateTimeOriginal, else the file's mtime; "" = none
     model: ModelConfig = field(default_factory=ModelConfig)
     ignore: list[str] = field(default_factory=lambda: list(DEFAULT_IGNORE))  # fnmatch patterns on file names
     journal: Path | None = None  # SQLite journal; null = $XDG_STATE_HOME/nordlys/journal.sqlite
@@ -167,6 +171,9 @@ def check_values(config: Config, *, source: str = "config") -> None:
             fail(f"folders.{key}", name, "a plain folder name (no '/', not '.' or '..')")
     if len(set(names.values())) != len(names):
         fail("folders", names, f"{len(names)} different folder names")
+    problem = check_layout(config.layout)
+    if problem is not None:
+        fail("layout", config.layout, f"{problem}, e.g. '{{year}}/{{date}}' or '{{year}}/{{month}}'")
     w = config.watch
     for key in ("settle_seconds", "batch_wait", "hook_timeout", "sidecar_wait", "truncated_wait"):
         if getattr(w, key) < 0:

@@ -35,6 +35,7 @@ import io
 import os
 import stat
 import struct
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,41 @@ def has_embedded_preview(path: Path) -> bool:
             return raw.extract_thumb().format == rawpy.ThumbFormat.JPEG
     except Exception:  # LibRaw's error zoo: no preview, not a RAW, unreadable
         return False
+
+
+_EXIF_IFD, _DATE_TIME_ORIGINAL = 0x8769, 0x9003  # EXIF tags: the Exif sub-IFD, DateTimeOriginal
+
+
+def date_taken(path: Path, data: bytes) -> datetime | None:
+    """EXIF DateTimeOriginal (the camera's local time) from the bytes the pipeline already read,
+    for the `layout` folders; None when there is none (the caller falls back to the mtime).
+
+    Parses headers only: Pillow's for JPEG, HEIC (pillow-heif), PNG, WebP, TIFF and TIFF-based
+    RAW (DNG, NEF, ARW, CR2, ...); for other RAW (CR3, RAF, ORF, RW2) the EXIF of LibRaw's
+    embedded preview. Never raises: a broken EXIF block costs the date, never the photo."""
+    try:
+        value = _exif_date_value(path, data)
+        if value is None and _looks_like_raw(path, data):
+            import rawpy
+
+            with rawpy.imread(io.BytesIO(bytes(data))) as raw:
+                thumb = raw.extract_thumb()
+            if thumb.format == rawpy.ThumbFormat.JPEG:
+                value = _exif_date_value(path, thumb.data)
+        if not isinstance(value, str):
+            return None
+        return datetime.strptime(value.strip("\0 ")[:19], "%Y:%m:%d %H:%M:%S")
+    except Exception:  # no EXIF, "0000:00:00 00:00:00", a broken block, LibRaw's error zoo
+        log.debug("exif_date_missing", path=str(path))
+        return None
+
+
+def _exif_date_value(path: Path, data: bytes) -> Any:
+    try:
+        with Image.open(io.BytesIO(data), formats=_pillow_formats()) as image:
+            return image.getexif().get_ifd(_EXIF_IFD).get(_DATE_TIME_ORIGINAL)
+    except Exception:
+        return None
 
 
 def open_image(path: Path, *, min_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -7,7 +7,9 @@ Every caller (sort, watch, undo's dry runs, tests) asks `decide` for the folder 
 from __future__ import annotations
 
 import math
+import string
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePath
 
 AURORA, OTHER, REVIEW, REJECTED = "aurora", "other", "review", "rejected"
@@ -22,6 +24,7 @@ class Verdict:
     score: float | None  # aurora probability; None when the photo could not be read
     reason: str = ""  # human reason for `rejected` (e.g. "truncated JPEG")
     model_version: str = ""
+    follows_dir: Path | None = None  # a late sibling: the folder its photo was filed in (siblings.py)
 
     @property
     def label(self) -> str:
@@ -44,14 +47,21 @@ def decide(score: float | None, *, threshold: float, band: float = 0.0) -> str:
 
 
 def destination_dir(source: Path, *, inbox: Path, output_root: Path, folder_name: str,
-                    keep_subfolders: bool) -> Path:
+                    keep_subfolders: bool, layout: str = "", taken: datetime | None = None) -> Path:
     """Directory a file from `inbox` goes to under `output_root/folder_name`.
 
-    With keep_subfolders the file's sub-folder relative to the inbox is kept
-    (inbox/2026/trip/a.jpg -> aurora/2026/trip/). Parts that could escape the output root
-    (`..`, absolute paths) are dropped, so the result is always inside output_root/folder_name.
+    layout: the `layout` template (check_layout), expanded with `taken` (the photo's EXIF
+    DateTimeOriginal, else its mtime) into the first folders under folder_name; the caller
+    passes it only for LAID_OUT folders (layout_for). With keep_subfolders the file's
+    sub-folder relative to the inbox is kept after them (inbox/trip/a.jpg with layout
+    "{year}" -> aurora/2026/trip/). Parts that could escape the output root (`..`, absolute
+    paths) are dropped, so the result is always inside output_root/folder_name.
     """
     target = output_root / folder_name
+    if layout:
+        if taken is None:
+            raise ValueError(f"layout {layout!r} needs the photo's date")
+        target = target.joinpath(*expand_layout(layout, taken))
     if not keep_subfolders:
         return target
     try:
@@ -60,6 +70,48 @@ def destination_dir(source: Path, *, inbox: Path, output_root: Path, folder_name
         return target
     safe = [part for part in PurePath(relative).parts if part not in ("", ".", "..") and "/" not in part]
     return target.joinpath(*safe) if safe else target
+
+
+# --- the `layout` template: dated folders under aurora/, other/, review/ -------------------------
+
+LAYOUT_FIELDS = {"year": "%Y", "month": "%m", "day": "%d", "date": "%Y-%m-%d"}  # field -> strftime
+LAID_OUT = (AURORA, OTHER, REVIEW)  # verdict folders; rejected/ and duplicates/ stay flat (to-do lists, not an archive)
+
+
+def check_layout(layout: str) -> str | None:
+    """What is wrong with a `layout` template, or None when it is fine. A template is folder
+    names joined by '/', made of text and {fields} (LAYOUT_FIELDS); "" is no layout. Checked
+    when the config is loaded, so a typo is never found at the first photo's move."""
+    if not layout:
+        return None
+    if layout.startswith("/") or "\\" in layout:
+        return "a relative path with '/' between folders"
+    for part in layout.split("/"):
+        try:
+            pieces = list(string.Formatter().parse(part))
+        except ValueError as exc:  # a lone '{' or '}'
+            return f"a template of {{fields}} ({exc})"
+        fields = [name for _, name, spec, conv in pieces if name is not None]
+        if any(name in ("folder", "label") for name in fields):
+            return "the folders inside aurora/, other/ and review/, without {folder} or {label} (it comes first anyway)"
+        if any(name not in LAYOUT_FIELDS for name in fields):
+            return f"only the fields {{{'}, {'.join(LAYOUT_FIELDS)}}}"
+        if any(spec or conv for _, name, spec, conv in pieces if name is not None):
+            return "fields without format specs ({year}, not {year:04})"
+        if not fields and part in ("", ".", ".."):
+            return "folder names between the '/' (no empty part, '.' or '..')"
+    return None
+
+
+def layout_for(folder: str, layout: str) -> str:
+    """The layout a verdict folder gets: `layout` for LAID_OUT folders, none for the others."""
+    return layout if folder in LAID_OUT else ""
+
+
+def expand_layout(layout: str, taken: datetime) -> list[str]:
+    """The folder names `layout` (already checked) makes for a photo taken at `taken`."""
+    values = {name: taken.strftime(fmt) for name, fmt in LAYOUT_FIELDS.items()}
+    return [part.format(**values) for part in layout.split("/")]
 
 
 # --- photos whose exact bytes were filed before ----------------------------------------------

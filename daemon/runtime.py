@@ -87,6 +87,7 @@ def build_target(config: Config, classifier: Classifier) -> Target:
     modes = inbox_modes(config.inboxes, syncthing_config=config.syncthing_config)
     return Target(output_root=root, folders=config.folders, keep_subfolders=config.keep_subfolders,
                   threshold=threshold, review_band=config.model.review_band, duplicates=config.duplicates,
+                  layout=config.layout,
                   copy_from=frozenset(os.path.realpath(p) for p, m in modes.items() if m.copy))
 
 

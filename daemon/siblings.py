@@ -9,6 +9,8 @@ So a late file follows a filed photo only when:
 - the photo was filed within FOLLOW_WINDOW (a transfer's files arrive within minutes);
 - it cannot speak for itself: a RAW that carries its own preview is classified on its own
   pixels, like any photo, and only sidecars and preview-less RAWs follow.
+It goes into the very folder the journal says its photo went to (Verdict.follows_dir), so the
+`layout`'s dated folders and keep_subfolders are the photo's, whatever the late file's own mtime.
 """
 
 from __future__ import annotations
@@ -80,5 +82,7 @@ class SiblingFinder:
                              and e.source != primary and e.source.suffix.lower() in RASTER_SUFFIXES))
         if not filed:
             return None
-        last = filed[-1]
-        return Verdict(last.label, last.score, reason=last.reason, model_version=last.model_version)
+        last = filed[-1]  # the folder it landed in, not one worked out again: the layout's date is the
+        # photo's (a sidecar's own mtime may be another day), and a numbered or copied photo went there too
+        return Verdict(last.label, last.score, reason=last.reason, model_version=last.model_version,
+                       follows_dir=last.dest.parent)
