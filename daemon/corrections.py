@@ -69,7 +69,9 @@ class Verdict:
 
 
 def folder_key(path: Path, folders: Mapping[str, Path]) -> str | None:
-    """The output folder key a path lies under (aurora, other, review), or None."""
+    """The output folder key a path lies under (aurora, other, review), or None. At any depth: the
+    `layout`'s dated folders and keep_subfolders' folders are inside them (aurora/2026/2026-11-30/
+    x.jpg -> other/x.jpg is a correction); the output observer watches the root recursively."""
     for key, folder in folders.items():
         if folder in path.parents:
             return key

@@ -166,17 +166,18 @@ def date_taken(path: Path, data: bytes) -> datetime | None:
     for the `layout` folders; None when there is none (the caller falls back to the mtime).
 
     Parses headers only: Pillow's for JPEG, HEIC (pillow-heif), PNG, WebP, TIFF and TIFF-based
-    RAW (DNG, NEF, ARW, CR2, ...); for other RAW (CR3, RAF, ORF, RW2) the EXIF of LibRaw's
-    embedded preview. Never raises: a broken EXIF block costs the date, never the photo."""
+    RAW with an Exif IFD (NEF, ARW, CR2, ...); for any other RAW (CR3, RAF, a bare DNG) the shot
+    time LibRaw read from it (0, the epoch, when it has none). Never raises: a broken EXIF block
+    costs the date, never the photo."""
     try:
         value = _exif_date_value(path, data)
         if value is None and _looks_like_raw(path, data):
-            import rawpy
+            import rawpy  # as in _open_raw: only for a RAW
 
-            with rawpy.imread(io.BytesIO(bytes(data))) as raw:
-                thumb = raw.extract_thumb()
-            if thumb.format == rawpy.ThumbFormat.JPEG:
-                value = _exif_date_value(path, thumb.data)
+            data = bytes(data) if not isinstance(data, bytes) else data  # alive while LibRaw reads it (_open_raw)
+            with rawpy.imread(io.BytesIO(data)) as raw:  # header only, nothing is unpacked
+                shot = raw.other.timestamp
+            return shot if isinstance(shot, datetime) and shot.year > 1970 else None
         if not isinstance(value, str):
             return None
         return datetime.strptime(value.strip("\0 ")[:19], "%Y:%m:%d %H:%M:%S")

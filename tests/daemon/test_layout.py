@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
+from nordlys.daemon.loader import date_taken
 from nordlys.daemon.placement import check_layout, destination_dir, expand_layout
 from tests.daemon.test_sort_cli import tree
 from tests.daemon.test_watch import Daemon, files_under, moved_to, photo, wait_until
@@ -134,3 +135,17 @@ def test_daemon_late_sidecar_follows_its_photo_and_a_move_out_of_a_dated_folder_
         assert d.stop()[0] == 0
     finally:
         d.kill()
+
+
+def test_exif_dates_of_device_heics_and_raws(shared_samples, tmp_path):
+    """The date comes from the bytes already read: pillow-heif's EXIF for HEIC, LibRaw's shot time
+    for a RAW; None (the caller's mtime) when a file has none."""
+    def taken(path: Path) -> datetime | None:
+        return date_taken(path, path.read_bytes())
+
+    assert taken(shared_samples / "heic" / "iphone13pro_pug.heic") == datetime(2023, 2, 21, 14, 33, 8)
+    assert taken(shared_samples / "raw" / "kodak_dc50.kdc") == datetime(1997, 4, 23, 8, 0, 47)
+    assert taken(shared_samples / "raw" / "blackmagic_cinemadng.dng") is None  # a video frame: no shot time
+    assert date_taken(Path("a.jpg"), exif_photo(1, green=True)) == datetime(2025, 7, 4, 23, 10)
+    assert date_taken(Path("a.jpg"), exif_photo(1, green=True, taken="0000:00:00 00:00:00")) is None
+    assert date_taken(Path("a.jpg"), photo(1, green=True)) is None
