@@ -146,11 +146,12 @@ def cmd_sort(args: argparse.Namespace) -> int:
         pipeline = stack.enter_context(Pipeline(classifier, journal, target, max_pixels=config.model.max_pixels,
                                                 max_file_bytes=config.model.max_file_bytes, videos=config.videos,
                                                 dry_run=args.dry_run))
-        sort = sort_tree if filing is None else functools.partial(filing.sort_scored, scores=args.scores)
+        sort = (functools.partial(sort_tree, remove_emptied=not args.keep_empty_folders) if filing is None
+                else functools.partial(filing.sort_scored, scores=args.scores))
         summary = sort(inbox.path, pipeline=pipeline, recursive=inbox.recursive, ignore=config.ignore,
                        journal=journal, batch_size=config.model.batch_size, command=f"sort {inbox.path}")
     print(format_summary(summary, target))
-    return EXIT_PARTIAL if summary.failed else EXIT_OK
+    return EXIT_INTERRUPTED if summary.interrupted else EXIT_PARTIAL if summary.failed else EXIT_OK
 
 
 def cmd_undo(args: argparse.Namespace) -> int:
@@ -219,7 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder to sort (sub-folders included); with --scores, default: the scored files' folder")
     p.add_argument("--dest", type=Path, help="where aurora/, other/, ... go (default: inside SRC)")
     p.add_argument("--model", type=Path, help="ONNX model (default: the configured or bundled one)")
-    p.add_argument("--dry-run", action="store_true", help="say what would move, move nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (source → destination) and counts, "
+                   "move nothing")
+    p.add_argument("--keep-empty-folders", action="store_true", help="keep the folders this sort empties "
+                   "(default: remove them, e.g. card1/DCIM/100CANON; SRC itself always stays)")
     p.add_argument("--scores", type=Path, metavar="FILE", help="use the scores of `classify --engine ray`; "
                                                                "changed or new photos are scored here")
     p.set_defaults(func=cmd_sort)

@@ -12,6 +12,8 @@ from typing import TextIO
 
 import structlog
 
+from nordlys.daemon.progress import AboveBars
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -32,7 +34,7 @@ def configure_logging(*, format: str = "auto", level: str = "info", stream: Text
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.PrintLoggerFactory(file=AboveBars(out)),  # never inside a progress bar
         cache_logger_on_first_use=False,
     )
     warnings.showwarning = _log_library_warning

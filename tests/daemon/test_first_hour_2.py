@@ -66,3 +66,155 @@ def test_status_json_has_the_text_facts_and_says_how_many_corrections_a_retrain_
     assert {e["dest"] for e in report["recent"]} == {str(inbox / "aurora" / "a.jpg"), str(inbox / "other" / "o.jpg")}
     text = nordlys(tmp_path, "status", "--inbox", str(inbox)).stdout
     assert "next retrain: needs 2 more" in text
+
+
+# --- 7. sort at a terminal ------------------------------------------------------------------
+
+def unique_photo(path: Path, i: int, *, green: bool) -> Path:
+    """A photo whose bytes no other has (a repeated one would be left in place as a duplicate)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(photo(i, green=green))
+    return path
+
+
+def run_in_terminal(home: Path, *args: str, interrupt_when: Path | None = None,
+                    **env: str) -> tuple[int, str]:
+    """Run `nordlys ARGS` with a pseudo-terminal as stdin, stdout and stderr, as a person's shell
+    would; returns (exit status, everything the terminal received). interrupt_when: a file whose
+    content turning "0" (a fault-injection gate that has let its passes through) makes the test
+    type Ctrl-C, once."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: session leader with the pty as its controlling terminal
+        os.chdir(home)
+        os.execve(sys.executable, [sys.executable, "-m", "nordlys.daemon", *args],
+                  isolated_env(home, COLUMNS="120", LINES="40", TERM="xterm", **env))
+    received, typed = bytearray(), False
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        if interrupt_when is not None and not typed and interrupt_when.read_text().strip() == "0":
+            os.write(fd, b"\x03")  # the terminal turns it into SIGINT for the foreground job
+            typed = True
+            interrupt_when.unlink()  # let the held move go: the batch it belongs to finishes
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child has closed the terminal
+            break
+        if not chunk:
+            break
+        received += chunk
+    else:
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError(f"nordlys {' '.join(args)} still running after {DEADLINE} s:\n{received.decode()}")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), received.decode(errors="replace")
+
+
+def screen_lines(output: str) -> list[str]:
+    """What stays on the screen of each line: the text after its last carriage return (a bar
+    redrawn in place, or a line cleared and overwritten, shows only its last state)."""
+    return [line.split("\r")[-1].rstrip() for line in output.replace("\r\n", "\n").split("\n")]
+
+
+def test_warnings_are_printed_above_the_progress_bar_never_inside_it(tmp_path, green_model):
+    card = tmp_path / "card"
+    for i in range(24):
+        unique_photo(card / f"p{i:02d}.jpg", i, green=i % 2 == 1)
+    for i in range(6):
+        # named to come last: filed in later batches, so the bar is on the screen when they are logged
+        (card / f"z_broken{i}.jpg").write_bytes(b"\xff\xd8\xff not a jpeg " * (i + 1))
+    code, output = run_in_terminal(tmp_path, "sort", str(card), "--model", str(green_model))
+    assert code == 0, output
+    assert "sorting" in output  # a bar was drawn at all
+    lines = screen_lines(output)
+    warnings = [line for line in lines if "rejected" in line and "reason" in line]  # the log's, not the summary's
+    assert len(warnings) == 6, output
+    for line in warnings:  # each one whole on its own line, no bar text before or after it
+        assert "sorting" not in line and "%" not in line and "it/s" not in line, repr(line)
+    bars = [line for line in lines if line.startswith("sorting")]
+    assert bars and "30/30" in bars[-1], output  # the finished bar stays below the log lines
+    assert lines.index(bars[-1]) > max(lines.index(w) for w in warnings)
+
+
+def test_counts_say_1_photo_1_file(tmp_path, green_model):
+    card = tmp_path / "card"
+    flat_photo(card / "one.jpg", GREEN)
+    result = nordlys(tmp_path, "sort", str(card), "--model", str(green_model))
+    assert result.returncode == 0, result.stderr
+    assert "moved 1 file (1 photo)" in result.stdout
+    assert f"{card / 'aurora'}: 1 photo, 1 file" in result.stdout
+    assert "photos" not in result.stdout and "files" not in result.stdout
+
+
+def test_dry_run_prints_a_readable_plan_without_v(tmp_path, green_model):
+    card = tmp_path / "card"
+    flat_photo(card / "DCIM" / "100" / "a.jpg", GREEN)
+    (card / "DCIM" / "100" / "a.jpg.xmp").write_text("<x/>")
+    flat_photo(card / "DCIM" / "100" / "b.jpg", GREY)
+    before = sorted(p for p in card.rglob("*"))
+    result = nordlys(tmp_path, "sort", str(card), "--dry-run", "--model", str(green_model))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p for p in card.rglob("*")) == before  # nothing moved, no folder made
+    out = result.stdout.splitlines()
+    assert "  DCIM/100/a.jpg → aurora/a.jpg" in out
+    assert "  DCIM/100/a.jpg.xmp → aurora/a.jpg.xmp" in out
+    assert "  DCIM/100/b.jpg → other/b.jpg" in out
+    assert any(line.startswith("would move 3 files (2 photos)") for line in out), result.stdout
+    assert "{" not in result.stdout + result.stderr  # no JSON log lines
+
+
+def test_ctrl_c_stops_after_the_batch_in_hand_and_says_what_moved_and_how_to_undo_or_resume(tmp_path, green_model):
+    card = tmp_path / "card"
+    for i in range(40):
+        unique_photo(card / "DCIM" / f"p{i:02d}.jpg", i, green=i % 2 == 1)
+    config = tmp_path / "config" / "nordlys" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(yaml.safe_dump({"model": {"path": str(green_model), "batch_size": 8}}))
+    gate = tmp_path / "gate"
+    gate.write_text("3")  # three files move, the fourth waits at the unlink point (faults.py)
+    code, output = run_in_terminal(tmp_path, "sort", str(card), interrupt_when=gate,
+                                   NORDLYS_TEST_PAUSE=f"unlink={gate}")
+    assert code == 130, output
+    filed = sorted(p.name for p in card.glob("aurora/*")) + sorted(p.name for p in card.glob("other/*"))
+    assert len(filed) == 8, output  # the first batch of 8 finished; nothing after it started
+    assert len(list((card / "DCIM").glob("*.jpg"))) == 32
+    text = "\n".join(screen_lines(output))
+    assert "interrupted: moved 8 files (8 photos) of 40 photos" in text, output
+    assert "32 photos not sorted yet" in text
+    assert f"to resume, run it again: nordlys sort {card}" in text
+    undo_line = next(line for line in screen_lines(output) if "to undo this sort: nordlys undo --since " in line)
+    since = undo_line.split("--since ")[1].split()[0]
+    undone = nordlys(tmp_path, "undo", "--since", since)
+    assert undone.returncode == 0, undone.stderr
+    assert "restored 8 files" in undone.stdout
+    assert len(list((card / "DCIM").glob("*.jpg"))) == 40
+
+
+# --- 8. folders a sort emptied ----------------------------------------------------------------
+
+def test_folders_a_sort_emptied_are_removed_and_undo_brings_them_back(tmp_path, green_model):
+    card = tmp_path / "card1"
+    flat_photo(card / "DCIM" / "100CANON" / "a.jpg", GREEN)
+    flat_photo(card / "DCIM" / "101CANON" / "b.jpg", GREY)
+    (card / "DCIM" / "101CANON" / ".DS_Store").write_text("x")  # ignored (config `ignore`): stays, so does its folder
+    (card / "MISC").mkdir()  # empty before the sort: not the sort's to remove
+    result = nordlys(tmp_path, "sort", str(card), "--model", str(green_model))
+    assert result.returncode == 0, result.stderr
+    assert not (card / "DCIM" / "100CANON").exists()
+    assert (card / "DCIM" / "101CANON" / ".DS_Store").is_file() and (card / "MISC").is_dir()
+    assert "removed 1 emptied folder" in result.stdout
+    undone = nordlys(tmp_path, "undo", str(card))
+    assert undone.returncode == 0, undone.stderr
+    assert (card / "DCIM" / "100CANON" / "a.jpg").is_file() and (card / "DCIM" / "101CANON" / "b.jpg").is_file()
+
+
+def test_keep_empty_folders_leaves_them(tmp_path, green_model):
+    card = tmp_path / "card1"
+    flat_photo(card / "DCIM" / "100CANON" / "a.jpg", GREEN)
+    result = nordlys(tmp_path, "sort", str(card), "--keep-empty-folders", "--model", str(green_model))
+    assert result.returncode == 0, result.stderr
+    assert (card / "DCIM" / "100CANON").is_dir() and not any((card / "DCIM" / "100CANON").iterdir())
+    assert "emptied" not in result.stdout
