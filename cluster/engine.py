@@ -36,6 +36,13 @@ BATCH_SIZE = 32  # files per Ray task: large enough that Ray's per-task cost is 
 KILL_ENV = "NORDLYS_TEST_KILL_ACTOR"  # tests only: FILE; the actor that removes FILE first SIGKILLs itself
 
 
+class ClusterError(Exception):
+    """The Ray run failed as a whole (a cluster that cannot be reached, retries used up). The rows
+    scored until then are in the scores file, so running the same command again resumes."""
+
+    exit_code = 1  # files were left unscored, as when classify cannot read some
+
+
 class ScoreActor:
     """One per Ray worker process: one Classifier, and one decode thread per CPU Ray gave it."""
 
@@ -134,7 +141,12 @@ def classify_archive(files: Sequence[Path], out: Path, *, config: Config, target
         scored = dataset.map_batches(ScoreActor, fn_constructor_kwargs={"config": config, "target": target, "cpus": 1},
                                      batch_size=batch_size, batch_format="numpy", concurrency=pool, num_cpus=1,
                                      runtime_env={"env_vars": tests_env} if tests_env else None)
-        report = collect(scored, rows, out, report, total=len(todo))
+        try:
+            report = collect(scored, rows, out, report, total=len(todo))
+        except Exception as exc:  # Ray raises many types; what the user needs is the same
+            write_scores(out, rows.values())
+            raise ClusterError(f"the Ray run failed ({type(exc).__name__}: {str(exc)[:300]}); {report.scored} "
+                               f"files were scored and kept in {out}: run the same command again to resume") from exc
     write_scores(out, rows.values())
     report.seconds = time.perf_counter() - started
     return report

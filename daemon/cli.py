@@ -74,8 +74,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
         engine = import_cluster("classify", "nordlys.cluster.engine")
         if engine is None:
             return EXIT_USAGE
-        report = engine.classify_archive(files, args.out, config=config, target=target, version=classifier.version,
-                                         address=args.address, workers=args.workers)
+        try:
+            report = engine.classify_archive(files, args.out, config=config, target=target,
+                                             version=classifier.version, address=args.address, workers=args.workers)
+        except engine.ClusterError as exc:
+            print(f"nordlys classify: {exc}", file=sys.stderr)
+            return exc.exit_code
         print(engine.format_report(report, args.out))
         return EXIT_PARTIAL if report.failed else EXIT_OK
     failures = 0
