@@ -2,8 +2,11 @@
 
 Torch-free, so `nordlys rollback` and `nordlys status` work without the training extras.
 
-- The live model is the file the daemon loads (`model.path`). A retrained model replaces it by
-  an atomic `os.replace` of a finished copy in the same folder, so the daemon never reads half
+- The live model is the file the daemon loads: `model.path` when set, else the learned model,
+  `model.onnx` in nordlys's state folder (beside the journal). With no config at all (the quick
+  start) the daemon uses the bundled model until the first `nordlys retrain`, which copies the
+  bundled model there and replaces that copy; the bundled file itself is never written.
+  A retrained model replaces the live one by an atomic `os.replace` of a finished copy in the same folder, so the daemon never reads half
   a file; a running daemon is then sent SIGHUP (it loads and checks the new model, and keeps
   the old one if the new one fails its probe).
 - Every model retrain made, and every model it replaced, is kept under `<state dir>/models/`
@@ -23,7 +26,9 @@ from pathlib import Path
 
 import structlog
 
+from nordlys.daemon.config import Config
 from nordlys.daemon.journal import Journal, ModelRecord
+from nordlys.daemon.paths import bundled_model_path, default_journal_path
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +44,27 @@ class ModelStoreError(Exception):
 
 def models_dir(journal: Journal) -> Path:
     return journal.path.parent / "models"
+
+
+def learned_model_path(config: Config) -> Path:
+    """Where the learned model lives when model.path is not set: nordlys's state folder, beside
+    the journal and its models/ history (~/.local/state/nordlys/model.onnx, or /var/lib/nordlys
+    under systemd), so the learning loop needs no config."""
+    return (config.journal or default_journal_path()).expanduser().absolute().parent / "model.onnx"
+
+
+def writable_model(config: Config) -> Path:
+    """The model file `retrain` replaces and `rollback` restores: model.path when it is set, else
+    the learned model. The first call with no learned model yet copies the bundled one there (the
+    same bytes: the daemon's verdicts do not change until a retrained model is installed)."""
+    if config.model.path is not None:
+        return config.model.path.expanduser().absolute()
+    learned = learned_model_path(config)
+    if not learned.is_file():
+        learned.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(bundled_model_path(), learned)
+        log.info("learned model started", path=str(learned), copied_from=str(bundled_model_path()))
+    return learned
 
 
 def _keep(model: Path, folder: Path, name: str) -> Path:

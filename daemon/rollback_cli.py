@@ -22,13 +22,13 @@ def run(args: argparse.Namespace) -> int:
         path = find_config_file(args.config)
         config = load_config(path) if path is not None else Config()
         configure_logging(format=config.log.format, level=config.log.level)
-        if config.model.path is None:
-            raise ConfigError("model.path is not set: the bundled model is never replaced, so there is nothing "
-                              "to roll back; expected model.path pointing at the model `nordlys retrain` replaced")
+        # model.path, else the learned model in the state folder (the one `nordlys retrain` replaced)
+        live = (config.model.path.expanduser().absolute() if config.model.path is not None
+                else models_store.learned_model_path(config))
         with Journal.open(config.journal or default_journal_path()) as journal:
-            record = models_store.rollback(config.model.path.expanduser().absolute(), journal)
+            record = models_store.rollback(live, journal)
     except (ConfigError, JournalError, models_store.ModelStoreError) as exc:
         print(f"nordlys rollback: {exc}", file=sys.stderr)
         return 2
-    print(f"nordlys rollback: removed {record.version}; {config.model.path} is the previous model again")
+    print(f"nordlys rollback: removed {record.version}; {live} is the previous model again")
     return 0

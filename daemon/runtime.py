@@ -17,6 +17,7 @@ import numpy as np
 from nordlys.daemon.classifier import Classifier, ModelError
 from nordlys.daemon.config import Config, ConfigError, InboxConfig, check_paths
 from nordlys.daemon.journal import Journal
+from nordlys.daemon.models_store import learned_model_path
 from nordlys.daemon.paths import bundled_model_path, default_journal_path, resolved
 from nordlys.daemon.pipeline import Target
 from nordlys.daemon.syncsafety import inbox_modes
@@ -43,9 +44,12 @@ def apply_overrides(config: Config, *, inboxes: list[Path] | None = None, dest: 
 
 
 def model_path(config: Config) -> Path:
-    """The configured model, else the bundled default."""
+    """The configured model, else the learned one (retrain's, in the state folder), else the bundled default."""
     if config.model.path is not None:
         return config.model.path
+    learned = learned_model_path(config)
+    if learned.is_file():
+        return learned
     bundled = bundled_model_path()
     if not bundled.is_file():
         raise ModelError(f"no model configured (model.path) and the bundled default model is missing at {bundled}")

@@ -2,7 +2,11 @@
 
 Arguments and config in, one call to `retrain.retrain`, then `models_store.install` or
 `models_store.refuse`. Exit status: 0 installed (or passed, with --dry-run), 1 refused by the
-gate, 2 nothing to do or cannot (no corrections, no writable model.path, bad data).
+gate, 2 nothing to do or cannot (fewer than 2 corrections, bad data).
+
+The model it replaces is model.path when set, else the learned model in the state folder (the
+first retrain copies the bundled model there: models_store.writable_model), so the loop needs
+no config.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from nordlys.daemon.classifier import Classifier
 from nordlys.daemon.config import Config, ConfigError, find_config_file, load_config
 from nordlys.daemon.journal import Journal
 from nordlys.daemon.logs import configure_logging
-from nordlys.daemon.paths import bundled_model_path, default_journal_path
+from nordlys.daemon.paths import default_journal_path
 from nordlys.daemon.placement import AURORA, OTHER
 from nordlys.train import data
 from nordlys.train.retrain import CORRECTION_WEIGHT, Labelled, RetrainError, retrain
@@ -65,12 +69,6 @@ def original_data(data_dir: Path | None, manifest: Path | None, *, val_fraction:
     return [Labelled(s.path, s.target) for s in train], [Labelled(s.path, s.target) for s in val]
 
 
-def live_model(config: Config) -> Path:
-    if config.model.path is None:
-        raise ConfigError(f"model.path is not set, so the daemon uses the bundled model {bundled_model_path()}, "
-                          "which retrain must not overwrite: expected model.path pointing at a writable copy, "
-                          "e.g. `cp <that file> ~/.local/share/nordlys/model.onnx` and set model.path to it")
-    return config.model.path.expanduser().absolute()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,10 +76,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(path) if path is not None else Config()
         configure_logging(format=config.log.format, level=config.log.level)
-        live = live_model(config)
         train, val = original_data(args.data, args.manifest, val_fraction=args.val_fraction, seed=args.seed)
         with Journal.open(config.journal or default_journal_path()) as journal:
             corrections = corrected_photos(journal)
+            if len(corrections) < models_store.MIN_CORRECTIONS:  # before the learned model is started
+                raise RetrainError(f"{len(corrections)} correction(s): expected at least "
+                                   f"{models_store.MIN_CORRECTIONS} (one to learn from, one to check); "
+                                   "`nordlys status` counts them")
+            live = models_store.writable_model(config)
             candidate = models_store.models_dir(journal) / "candidate.onnx"
             outcome = retrain(live, candidate, corrections=corrections, train=train, val=val,
                               holdout=args.holdout, correction_weight=args.correction_weight)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from nordlys.daemon.paths import bundled_model_path
 from tests.daemon.test_first_hour import DEADLINE, GREEN, GREY, isolated_env, nordlys
 from tests.daemon.test_watch import Daemon, daemon_factory, folders, photo  # noqa: F401 (fixtures)
 from tests.train.photos import flat_photo
@@ -218,3 +219,52 @@ def test_keep_empty_folders_leaves_them(tmp_path, green_model):
     assert result.returncode == 0, result.stderr
     assert (card / "DCIM" / "100CANON").is_dir() and not any((card / "DCIM" / "100CANON").iterdir())
     assert "emptied" not in result.stdout
+
+
+# --- 5. the learning loop with no config ------------------------------------------------------
+
+def test_the_learning_loop_runs_on_the_quick_start_setup_with_no_config(tmp_path):
+    """No config file at all: status counts the corrections, retrain replaces the learned model in
+    the state folder, classify uses it, rollback restores it byte for byte."""
+    from tests.train.test_retrain import AURORA as DARK_GREEN, FIELD, GREY as GREY_SKY, jpeg, seed_corrections, write
+    from tests.tiny_models import make_green_model
+
+    state = tmp_path / "state" / "nordlys"
+    learned = make_green_model(state / "model.onnx", size=32)  # as a first retrain leaves it: see the next test
+    original = learned.read_bytes()
+    data = tmp_path / "data"
+    for i in range(12):
+        write(data / "aurora" / f"a{i}.jpg", jpeg(DARK_GREEN, 1000 + i))
+        write(data / "other" / f"g{i}.jpg", jpeg(GREY_SKY, 2000 + i))
+    field = write(tmp_path / "unseen" / "field.jpg", jpeg(FIELD, 9000))
+    assert nordlys(tmp_path, "classify", str(field)).stdout.startswith("aurora\t")  # the learned model's mistake
+
+    seed_corrections(tmp_path, state / "journal.sqlite", FIELD, 1, old="aurora", new="other")
+    shown = nordlys(tmp_path, "status").stdout
+    assert "corrections: 1 (aurora -> other 1)" in shown and "next retrain: needs 1 more" in shown
+    seed_corrections(tmp_path, state / "journal.sqlite", FIELD, 7, old="aurora", new="other", seed=1)
+    assert "next retrain: ready, 8 usable" in nordlys(tmp_path, "status").stdout
+
+    done = nordlys(tmp_path, "retrain", "--data", str(data))
+    assert done.returncode == 0, done.stderr
+    assert "installed green-test-1+r" in done.stdout and f"at {learned}" in done.stdout
+    assert nordlys(tmp_path, "classify", str(field)).stdout.startswith("other\t")  # learned from the corrections
+
+    back = nordlys(tmp_path, "rollback")
+    assert back.returncode == 0, back.stderr
+    assert learned.read_bytes() == original
+    assert nordlys(tmp_path, "classify", str(field)).stdout.startswith("aurora\t")
+
+
+def test_the_first_retrain_copies_the_bundled_model_into_the_state_folder(tmp_path):
+    from tests.train.test_retrain import FIELD, seed_corrections
+
+    state = tmp_path / "state" / "nordlys"
+    too_few = nordlys(tmp_path, "retrain")
+    assert too_few.returncode == 2 and "expected at least 2" in too_few.stderr
+    assert not (state / "model.onnx").exists()  # nothing to learn: nothing started
+    seed_corrections(tmp_path, state / "journal.sqlite", FIELD, 4, old="aurora", new="other")
+    tried = nordlys(tmp_path, "retrain", "--dry-run")  # judged, never installed: pass (0) or refused (1)
+    assert tried.returncode in (0, 1), tried.stderr
+    assert (state / "model.onnx").read_bytes() == bundled_model_path().read_bytes()
+    assert "model.path is not set" not in tried.stderr

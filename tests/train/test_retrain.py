@@ -127,14 +127,15 @@ def test_a_worse_model_is_refused_and_the_live_model_stays(setup, capsys):
     assert record.status == "refused" and record.path.is_file()
 
 
-def test_too_few_corrections_and_a_bundled_model_are_explained(setup, tmp_path, capsys):
+def test_too_few_corrections_are_explained_and_start_no_learned_model(setup, tmp_path, capsys):
     _, live, data, config = setup
     assert nordlys(["retrain", "--config", str(config), "--data", str(data)]) == 2
     assert "expected at least 2" in capsys.readouterr().err
-    bare = tmp_path / "bare.yaml"
+    bare = tmp_path / "bare.yaml"  # no model.path: the learned model beside the journal, not started yet
     bare.write_text(yaml.safe_dump({"journal": str(tmp_path / "j.sqlite")}))
     assert nordlys(["retrain", "--config", str(bare)]) == 2
-    assert "model.path is not set" in capsys.readouterr().err
+    assert "expected at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "model.onnx").exists()
 
 
 def test_head_of_the_bundled_int8_model_is_found():
