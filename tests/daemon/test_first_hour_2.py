@@ -223,6 +223,20 @@ def test_keep_empty_folders_leaves_them(tmp_path, green_model):
 
 # --- 5. the learning loop with no config ------------------------------------------------------
 
+def readme_loop() -> dict[str, str]:
+    """README's Corrections loop: verb -> the comment beside its command line."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text.split("The whole loop on the quick-start setup", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    return {line.split()[1]: line.split("#", 1)[1].strip() for line in block.splitlines() if line.startswith("nordlys ")}
+
+
+def test_readme_corrections_loop_uses_verbs_and_flags_the_cli_has(tmp_path):
+    loop = readme_loop()
+    assert list(loop) == ["watch", "status", "retrain", "rollback"]
+    for verb in loop:
+        assert nordlys(tmp_path, verb, "--help").returncode == 0
+
+
 def test_the_learning_loop_runs_on_the_quick_start_setup_with_no_config(tmp_path):
     """No config file at all: status counts the corrections, retrain replaces the learned model in
     the state folder, classify uses it, rollback restores it byte for byte."""
@@ -241,7 +255,9 @@ def test_the_learning_loop_runs_on_the_quick_start_setup_with_no_config(tmp_path
 
     seed_corrections(tmp_path, state / "journal.sqlite", FIELD, 1, old="aurora", new="other")
     shown = nordlys(tmp_path, "status").stdout
-    assert "corrections: 1 (aurora -> other 1)" in shown and "next retrain: needs 1 more" in shown
+    promised = readme_loop()["status"].split("; ")  # what README's Corrections loop says status prints
+    assert promised == ["corrections: 1 (aurora -> other 1)", "next retrain: needs 1 more"]
+    assert all(text in shown for text in promised), shown
     seed_corrections(tmp_path, state / "journal.sqlite", FIELD, 7, old="aurora", new="other", seed=1)
     assert "next retrain: ready, 8 usable" in nordlys(tmp_path, "status").stdout
 
