@@ -151,7 +151,8 @@ def cmd_sort(args: argparse.Namespace) -> int:
                                                 max_file_bytes=config.model.max_file_bytes, videos=config.videos,
                                                 dry_run=args.dry_run))
         sort = (functools.partial(sort_tree, remove_emptied=not args.keep_empty_folders) if filing is None
-                else functools.partial(filing.sort_scored, scores=args.scores))
+                else functools.partial(filing.sort_scored, scores=args.scores,
+                                       remove_emptied=not args.keep_empty_folders))
         summary = sort(inbox.path, pipeline=pipeline, recursive=inbox.recursive, ignore=config.ignore,
                        journal=journal, batch_size=config.model.batch_size, command=f"sort {inbox.path}")
     print(format_summary(summary, target))
