@@ -194,3 +194,24 @@ def test_without_the_extra_the_verbs_name_it(tmp_path: Path, green_model: Path) 
                               cwd=tmp_path, env={**os.environ, "XDG_STATE_HOME": str(tmp_path)})
         assert proc.returncode == 2, proc.stderr
         assert "pip install 'nordlys[cluster]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_sort_scores_puts_trusted_photos_in_their_exif_date_folders(tmp_path: Path, green_model: Path) -> None:
+    """With a `layout`, a photo filed by its row goes where a plain sort puts it: the folder of its
+    EXIF date (read from the same bytes that were hashed), not of its mtime."""
+    src = tmp_path / "archive"
+    src.mkdir()
+    for i, year in enumerate((2019, 2021)):
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[0x9003] = f"{year}:02:0{i + 1} 22:10:00"
+        Image.new("RGB", (48, 40), (20, 230, 40 + i)).save(src / f"IMG_{i}.jpg", exif=exif.tobytes())
+    out = tmp_path / "scores.parquet"
+    ray_classify(src, out, green_model, tmp_path)
+    config = tmp_path / "nordlys.yaml"
+    config.write_text('layout: "{year}/{date}"\n')
+    dest = tmp_path / "sorted"
+    proc = nordlys("sort", "--scores", str(out), "--dest", str(dest), "--model", str(green_model),
+                   "--config", str(config), home=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(tree(dest)) == ["aurora/2019/2019-02-01/IMG_0.jpg", "aurora/2021/2021-02-02/IMG_1.jpg"]
