@@ -209,7 +209,7 @@ def _wait_retrain(site: Site, proc: Any) -> None:
         models = journal.models()
     new = models[site.retrain.get("models_before", 0):]
     verdict = (f"{new[-1].status}: {new[-1].version} ({new[-1].metrics.get('gate', '')})" if new else
-               f"nothing was gated (exit {code}): fewer than 2 corrections, or no writable model.path; "
+               f"nothing was gated (exit {code}): fewer than 2 corrections, or data it could not read; "
                "the server log has the reason")
     site.retrain.update(state="done", exit=code, verdict=verdict)
     log.info("retrain finished", exit=code, verdict=verdict)
