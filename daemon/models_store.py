@@ -151,7 +151,7 @@ def spawn_retrain(config_file: Path | None, data: Path | None = None) -> subproc
 
     data (watch.retrain_data): the original training data, so the gate can check the new model
     on the validation split too; without it only the held-out corrections judge it."""
-    argv = [sys.executable, "-m", "nordlys.daemon", "retrain"]
+    argv = [sys.executable, "-m", "nordlys.daemon", "retrain", "-v"]  # -v: logs at the config's level, as the daemon
     if config_file is not None:
         argv += ["--config", str(config_file)]
     if data is not None:

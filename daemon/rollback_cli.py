@@ -9,7 +9,6 @@ from pathlib import Path
 from nordlys.daemon import models_store
 from nordlys.daemon.config import Config, ConfigError, find_config_file, load_config
 from nordlys.daemon.journal import Journal, JournalError
-from nordlys.daemon.logs import configure_logging
 from nordlys.daemon.paths import default_journal_path
 
 
@@ -21,7 +20,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         path = find_config_file(args.config)
         config = load_config(path) if path is not None else Config()
-        configure_logging(format=config.log.format, level=config.log.level)
         # model.path, else the learned model in the state folder (the one `nordlys retrain` replaced)
         live = (config.model.path.expanduser().absolute() if config.model.path is not None
                 else models_store.learned_model_path(config))

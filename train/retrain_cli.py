@@ -21,7 +21,6 @@ from nordlys.daemon import models_store
 from nordlys.daemon.classifier import Classifier
 from nordlys.daemon.config import Config, ConfigError, find_config_file, load_config
 from nordlys.daemon.journal import Journal
-from nordlys.daemon.logs import configure_logging
 from nordlys.daemon.paths import default_journal_path
 from nordlys.daemon.placement import AURORA, OTHER
 from nordlys.train import data
@@ -75,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     path = find_config_file(args.config)
     try:
         config = load_config(path) if path is not None else Config()
-        configure_logging(format=config.log.format, level=config.log.level)
         train, val = original_data(args.data, args.manifest, val_fraction=args.val_fraction, seed=args.seed)
         with Journal.open(config.journal or default_journal_path()) as journal:
             corrections = corrected_photos(journal)
