@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +30,9 @@ from nordlys.daemon.grouping import PhotoGroup
 from nordlys.daemon.pipeline import Decoded, Pipeline, Target, usable_cpus
 from nordlys.daemon.placement import REJECTED, Verdict
 from nordlys.daemon.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
 
 CHECKPOINT_SECONDS = 60.0  # how much scoring a stopped run can lose
 BATCH_SIZE = 32  # files per Ray task: large enough that Ray's per-task cost is small beside decoding
@@ -152,7 +155,7 @@ def classify_archive(files: Sequence[Path], out: Path, *, config: Config, target
     return report
 
 
-def collect(scored, rows: dict[str, Row], out: Path, report: ClassifyReport, *, total: int) -> ClassifyReport:
+def collect(scored: Dataset, rows: dict[str, Row], out: Path, report: ClassifyReport, *, total: int) -> ClassifyReport:
     """Take the rows as Ray hands them back: progress on the terminal, a checkpoint now and then."""
     last_checkpoint = time.monotonic()
     with ProgressBar(total, label="scoring", stream=sys.stderr) as bar:

@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Sequence
 
 import structlog
@@ -119,8 +120,9 @@ def expand_paths(paths: Sequence[Path], *, ignore: Sequence[str]) -> list[Path]:
     return result
 
 
-def import_cluster(verb: str, module: str):  # -> the module, or None after saying which extra is missing
-    """nordlys.cluster needs the cluster extra (ray, pyarrow); it is imported only when asked for."""
+def import_cluster(verb: str, module: str) -> ModuleType | None:
+    """nordlys.cluster needs the cluster extra (ray, pyarrow); it is imported only when asked for.
+    None after one line naming the extra that is missing."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
