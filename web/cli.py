@@ -9,7 +9,6 @@ from pathlib import Path
 import structlog
 
 from nordlys.daemon import runtime
-from nordlys.daemon.classifier import Classifier
 from nordlys.daemon.config import ConfigError, find_config_file, load_config, Config
 from nordlys.daemon.logs import configure_logging
 from nordlys.daemon.status import output_folders

@@ -187,7 +187,7 @@ def test_without_the_extra_the_verbs_name_it(tmp_path: Path, green_model: Path) 
     """ray and pyarrow absent: one line naming nordlys[cluster], exit 2, no traceback."""
     code = ("import sys; sys.modules['ray'] = None; sys.modules['pyarrow'] = None\n"
             "from nordlys.daemon.cli import main\n"
-            f"sys.exit(main(sys.argv[1:]))")
+            "sys.exit(main(sys.argv[1:]))")
     for args in (["classify", "--engine", "ray", "--out", "s.parquet", "--model", str(green_model), str(tmp_path)],
                  ["sort", "--scores", "s.parquet", "--dest", str(tmp_path / "d")]):
         proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,

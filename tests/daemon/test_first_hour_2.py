@@ -10,7 +10,6 @@ import os
 import pty
 import select
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,9 +18,8 @@ import yaml
 
 from nordlys.daemon.paths import bundled_model_path
 from tests.daemon.test_first_hour import DEADLINE, GREEN, GREY, isolated_env, nordlys
-from tests.daemon.test_watch import Daemon, daemon_factory, folders, photo  # noqa: F401 (fixtures)
+from tests.daemon.test_watch import daemon_factory, folders, photo  # noqa: F401 (fixtures)
 from tests.train.photos import flat_photo
-from tests.waiting import wait_until
 
 
 # --- 8. the hook and the "sorted" line ------------------------------------------------------

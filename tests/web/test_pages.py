@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from nordlys.web.thumbs import ThumbCache

@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 
-import pytest
 
 from nordlys.web.security import TOKEN_FILE, load_or_make_token
 from tests.waiting import DEADLINE
