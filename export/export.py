@@ -10,6 +10,11 @@ Steps, each of which can fail the export:
    model when its accuracy is more than 0.5 points below fp32's;
 5. write the shipped model to --out with the metadata contract (threshold, version, data summary,
    validation metrics of fp32 and, when shipped, int8).
+
+A cross-validated run (`nordlys train --cv K`) has no validation split: its model saw every
+photo. There, steps 3 and 4 score each fold's model (folds/<k>/, exported and quantised the same
+way) on the photos that fold held out, pool those out-of-fold scores, and choose the thresholds
+and gate int8 on them; the shipped model is the one trained on all photos.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ log = structlog.get_logger(__name__)
 MAX_INT8_ACCURACY_LOSS = 0.5  # percentage points of validation accuracy int8 may lose against fp32
 PARITY_PHOTOS = 32  # validation photos the parity check scores with both runtimes
 THRESHOLD_RULE = ("highest validation balanced accuracy among thresholds with false-positive rate "
-                  "<= {max_fpr}; ties -> nearest 0.5; chosen on the shipped model's own scores")
+                  "<= {max_fpr}; ties -> nearest 0.5; chosen on {scores}")
+OWN_SCORES = "the shipped model's own scores"
+OOF_SCORES = "the pooled out-of-fold scores of the {folds} fold models at the shipped precision"
 
 
 class Int8Refused(ExportError):
@@ -46,6 +53,40 @@ def validated(path: Path, run: Run, *, max_fpr: float) -> Evaluation:
     logged is the figure shipped and printed (it used to be logged at 0.5 first, then re-measured)."""
     ev = score_model(path, run.split["val"])
     return measure(ev, metrics.choose_threshold(ev.targets, ev.scores, max_fpr=max_fpr))
+
+
+def fold_runs(run_dir: Path) -> list[Run]:
+    """The fold models of a cross-validated run, in fold order; none for a single-split run."""
+    folder = Path(run_dir) / "folds"
+    if not folder.is_dir():
+        return []
+    return [load_run(d) for d in sorted(folder.iterdir(), key=lambda d: int(d.name)) if d.name.isdigit()]
+
+
+def pooled(evaluations: list[Evaluation], name: str, *, max_fpr: float) -> Evaluation:
+    """One evaluation of all out-of-fold scores, measured at the threshold rule's choice."""
+    ev = Evaluation(name, 0.5, [s for e in evaluations for s in e.samples],
+                    np.concatenate([e.scores for e in evaluations]), [u for e in evaluations for u in e.unreadable])
+    return measure(ev, metrics.choose_threshold(ev.targets, ev.scores, max_fpr=max_fpr))
+
+
+def out_of_fold(folds: list[Run], tmp: Path, *, int8: bool, max_fpr: float,
+                calibration_photos: int) -> tuple[Evaluation, Evaluation | None]:
+    """Each fold model, as ONNX (and int8), scores its held-out photos as the daemon would."""
+    fp32_evs, int8_evs = [], []
+    for k, fold in enumerate(folds, start=1):
+        path = export_fp32(fold.model, tmp / f"fold{k}.onnx", input_size=int(fold.config["input_size"]))
+        write_metadata(path, model_meta(fold, threshold=0.5, metrics={}))
+        fp32_evs.append(score_model(path, fold.split["val"]))
+        if int8:
+            q = quantize_int8(path, tmp / f"fold{k}-int8.onnx",
+                              pick_calibration(fold.split["train"], count=calibration_photos,
+                                               seed=int(fold.config.get("seed", 0))))
+            write_metadata(q, model_meta(fold, threshold=0.5, metrics={}))
+            int8_evs.append(score_model(q, fold.split["val"]))
+    name = f"{len(folds)} fold models, out-of-fold"
+    return (pooled(fp32_evs, f"{name} (fp32)", max_fpr=max_fpr),
+            pooled(int8_evs, f"{name} (int8)", max_fpr=max_fpr) if int8 else None)
 
 
 def training_files(run: Run) -> dict[str, list[str]]:
@@ -89,27 +130,42 @@ def int8_gate(fp32: Evaluation, int8: Evaluation) -> float:
 def export_model(run_dir: Path, out: Path, *, int8: bool = False, max_fpr: float | None = None,
                  calibration_photos: int = CALIBRATION_PHOTOS) -> dict:
     """Run the steps above; returns {"fp32": summary, "int8": summary?, "shipped": ..., ...}."""
+    return export_measured(run_dir, out, int8=int8, max_fpr=max_fpr, calibration_photos=calibration_photos)[0]
+
+
+def export_measured(run_dir: Path, out: Path, *, int8: bool = False, max_fpr: float | None = None,
+                    calibration_photos: int = CALIBRATION_PHOTOS) -> tuple[dict, Evaluation]:
+    """export_model, also returning the evaluation behind the shipped figures (validation split or
+    out-of-fold, at the shipped precision): the default-model build lists and shows its misses."""
     run = load_run(run_dir)
+    folds = fold_runs(run_dir)
     max_fpr = float(run.config.get("max_fpr", metrics.DEFAULT_MAX_FPR) if max_fpr is None else max_fpr)
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = export_fp32(run.model, Path(tmp) / "fp32.onnx", input_size=int(run.config["input_size"]))
         write_metadata(fp32_path, model_meta(run, threshold=0.5, metrics={}))
-        photos = [s.path for s in run.split["val"][:: max(1, len(run.split["val"]) // PARITY_PHOTOS)]][:PARITY_PHOTOS]
+        checked = run.split["val"] or run.split["train"]  # a cross-validated run has no validation side
+        photos = [s.path for s in checked[:: max(1, len(checked) // PARITY_PHOTOS)]][:PARITY_PHOTOS]
         delta = check_parity(run.model, fp32_path, photos, tolerance=FP32_TOLERANCE)
-        fp32 = validated(fp32_path, run, max_fpr=max_fpr)
-        result = {"fp32": fp32.summary, "parity_max_delta": delta, "threshold_rule": THRESHOLD_RULE.format(max_fpr=max_fpr)}
+        if folds:
+            fp32, q_oof = out_of_fold(folds, Path(tmp), int8=int8, max_fpr=max_fpr, calibration_photos=calibration_photos)
+        else:
+            fp32, q_oof = validated(fp32_path, run, max_fpr=max_fpr), None
+        result = {"fp32": fp32.summary, "parity_max_delta": delta, "threshold_rule": THRESHOLD_RULE.format(
+                      max_fpr=max_fpr, scores=OOF_SCORES.format(folds=len(folds)) if folds else OWN_SCORES),
+                  "validation": (f"out-of-fold scores of {len(folds)} fold models" if folds else "validation split")}
         shipped, chosen, suffix = fp32_path, fp32, ""
         if int8:
             int8_path = quantize_int8(fp32_path, Path(tmp) / "int8.onnx",
                                       pick_calibration(run.split["train"], count=calibration_photos,
                                                        seed=int(run.config.get("seed", 0))))
             write_metadata(int8_path, model_meta(run, threshold=0.5, metrics={}))
-            q = validated(int8_path, run, max_fpr=max_fpr)
+            q = q_oof or validated(int8_path, run, max_fpr=max_fpr)
             result["int8"] = q.summary
             result["int8_max_score_delta"] = scores_agree(fp32, q)
             result["int8_accuracy_loss_points"] = int8_gate(fp32, q)
             shipped, chosen, suffix = int8_path, q, "-int8"
-        carried = {"val_fp32": compact(fp32.summary), "threshold_rule": result["threshold_rule"]}
+        carried = {"val_fp32": compact(fp32.summary), "threshold_rule": result["threshold_rule"],
+                   "validation": result["validation"]}
         if int8:
             carried["val_int8"] = compact(result["int8"])
         carried["val"] = carried["val_int8" if int8 else "val_fp32"]
@@ -121,7 +177,7 @@ def export_model(run_dir: Path, out: Path, *, int8: bool = False, max_fpr: float
     result.update(shipped=str(out), version=meta.version, threshold=chosen.threshold, bytes=out.stat().st_size)
     log.info("export_done", out=str(out), version=meta.version, threshold=chosen.threshold,
              int8=int8, bytes=result["bytes"])
-    return result
+    return result, chosen
 
 
 def scores_agree(a: Evaluation, b: Evaluation) -> float:

@@ -9,21 +9,18 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
-TARGETS = {"recall": 0.97, "fpr": 0.02, "hard_negative_fpr": 0.03, "balanced_accuracy": 0.975}
+# Issue 13's targets, out-of-fold over all of ../shared/data, for the shipped precision.
+TARGETS = {"recall": 0.985, "fpr": 0.01, "hard_negative_fpr": 0.02, "balanced_accuracy": 0.987,
+           "int8_loss_points": 0.5}
 
-# Written after looking at the validation report's misfiled photos (RUN/val_report/report.html).
+# Written after looking at the out-of-fold misses (RUN/oof_report/report.html) of the shipped recipe.
 FAILURE_MODES = """\
-Seen in the validation split (see the table below) and in the issue's earlier probes:
-- Missed: faint green aurora low on the horizon above a brightly lit town (a person in the
-  foreground, most of the frame dark blue sky). Pink/red-only aurora and aurora in a thin strip
-  at the very top or side of a wide frame are the other known misses.
-- Fooled by: comets (a bright tail on a dark sky), twilight skies with a crescent moon or Venus
-  over a dark treeline, a vivid sunset over water, red fireworks. Earlier probes were also fooled
-  by the Milky Way with greenish airglow, meteors and green fields.
-- All-sky fisheye frames are few in the training data (14 photos); treat their scores with care.
-- The validation split is small (69 auroras): one photo moves recall by about 1.4 points, and the
-  kept epoch and the threshold were both chosen on it, so these numbers flatter the model
-  somewhat. Evaluate on your own photos with `nordlys eval`."""
+FAILURE_MODES_PLACEHOLDER"""
+
+# Measured by `nordlys train --cv 5` on ../shared/data, one run per row (see the closing note of
+# issue 13 for the commands); filled in by hand because each row is a separate 20-minute run.
+RECIPES = """\
+RECIPES_PLACEHOLDER"""
 
 
 def _pct(v: object) -> str:
@@ -55,14 +52,31 @@ def _kind_cell(k: dict) -> str:
     return f"{', '.join(parts) or 'n/a'} ({k.get('count', 0)})"
 
 
-def targets_line(m: dict) -> str:
+def targets_line(m: dict, int8_loss: float | None = None) -> str:
     hard = m.get("per_kind", {}).get("hard_negative", {}).get("fpr")
-    checks = [("recall >= 97%", m["recall"] is not None and m["recall"] >= TARGETS["recall"]),
-              ("FPR <= 2%", m["fpr"] is not None and m["fpr"] <= TARGETS["fpr"]),
-              ("hard-negative FPR <= 3%", hard is not None and hard <= TARGETS["hard_negative_fpr"]),
-              ("balanced accuracy >= 97.5%", m["balanced_accuracy"] is not None
+    checks = [("recall >= 98.5%", m["recall"] is not None and m["recall"] >= TARGETS["recall"]),
+              ("FPR <= 1%", m["fpr"] is not None and m["fpr"] <= TARGETS["fpr"]),
+              ("hard-negative FPR <= 2%", hard is not None and hard <= TARGETS["hard_negative_fpr"]),
+              ("balanced accuracy >= 98.7%", m["balanced_accuracy"] is not None
                and m["balanced_accuracy"] >= TARGETS["balanced_accuracy"])]
+    if int8_loss is not None:
+        checks.append(("int8 loses <= 0.5 points", int8_loss <= TARGETS["int8_loss_points"]))
     return "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in checks)
+
+
+def spread_table(spread: dict) -> str:
+    """Mean +- sd over folds: overall rows, then per kind."""
+    def cell(v: dict) -> str:
+        return "n/a" if v["mean"] is None else f"{100 * v['mean']:.2f} +- {100 * v['sd']:.2f}%"
+    lines = ["| metric | mean +- sd over folds |", "|---|---|"]
+    for key, label in (("recall", "aurora recall"), ("fpr", "false-positive rate"),
+                       ("balanced_accuracy", "balanced accuracy"), ("accuracy", "accuracy")):
+        lines.append(f"| {label} | {cell(spread[key])} |")
+    for kind, m in sorted(spread.get("per_kind", {}).items()):
+        for key in ("recall", "fpr"):
+            if m[key]["mean"] is not None:
+                lines.append(f"| kind={kind} {'recall' if key == 'recall' else 'FPR'} | {cell(m[key])} |")
+    return "\n".join(lines)
 
 
 def _counts(c: Counter, top: int = 12) -> str:
@@ -72,20 +86,26 @@ def _counts(c: Counter, top: int = 12) -> str:
 def _int8_line(result: dict) -> str:
     if "int8_accuracy_loss_points" not in result:
         return ""
-    return (f"\nint8 gate: {result['int8_accuracy_loss_points']:.2f} accuracy points lost against fp32 (at most 0.5 "
-            f"allowed); largest fp32/int8 score difference on one validation photo "
+    return (f"\nint8 gate: {result['int8_accuracy_loss_points']:.2f} accuracy points lost against fp32, out-of-fold "
+            f"(at most 0.5 allowed); largest fp32/int8 score difference on one photo "
             f"{result.get('int8_max_score_delta', float('nan')):.3f}.")
 
 
 def render_card(*, result: dict, train_metrics: dict, sources: dict[str, Counter], recipe: Sequence[str],
-                weights: str, misfiled: Sequence[tuple[str, str, float]] = ()) -> str:
+                weights: str, spread: dict, misfiled: Sequence[tuple[str, float, str, str]] = ()) -> str:
+    """The card of a cross-validated build: `spread` is cv.summarise's mean_sd of the shipped
+    model's out-of-fold scores; misfiled rows are (true label, score, kind, file)."""
     columns = {"fp32": result["fp32"]}
     if "int8" in result:
         columns["int8"] = result["int8"]
     shipped = "int8" if "int8" in result and "int8_refused" not in result else "fp32"
-    data, minutes = train_metrics["data"], train_metrics["training_seconds"] / 60
-    misses = "\n".join(f"| {label} | {score:.3f} | {name} |" for label, score, name in misfiled) or "| - | - | - |"
+    minutes = train_metrics["training_seconds"] / 60
+    cv = train_metrics["cv"]
+    per_fold = " / ".join(str(f["count"]) for f in cv["per_fold"])
+    misses = "\n".join(f"| {label} | {score:.3f} | {kind} | {name} |" for label, score, kind, name in misfiled) \
+        or "| - | - | - | - |"
     refused = f"\nThe int8 model was refused: {result['int8_refused']}\n" if "int8_refused" in result else ""
+    loss = result.get("int8_accuracy_loss_points") if shipped == "int8" else None
     return f"""# nordlys default model
 
 `default.onnx`: {result['version']} ({shipped}, {result['bytes'] / 1e6:.1f} MB). MobileNetV2 fine-tuned to tell
@@ -103,15 +123,46 @@ runs `nordlys train` with the recipe below, then `nordlys export --int8` (fp32 i
 refuses), and rewrites this card. Recipe: `{' '.join(recipe)}`, plus
 `--manifest ../shared/data/manifest.csv --weights ../shared/weights/{weights}`.
 
-Training took {minutes:.1f} minutes on 2 shared CPU cores (best epoch {train_metrics['best_epoch']} of
-{len(train_metrics['history'])}; early stopping on class-balanced validation loss).
+Cross-validation and the final fit took {minutes:.1f} minutes on 2 shared CPU cores.
+
+## How it was chosen
+
+{cv['folds']}-fold cross-validation over groups (the manifest's `group` column: a source repository
+or a near-duplicate group is never on both sides); folds of {per_fold} photos. Each fold
+model trained {len(train_metrics['history'])} epochs; the epoch count with the lowest held-out loss averaged over the
+folds ({cv['epochs_chosen']}) was kept, and the shipped model was trained on all
+{train_metrics['data']['train']['photos']} photos for that many epochs. Each fold model was then exported and
+quantised exactly like the shipped one and scored its held-out photos through the daemon's loader
+and onnxruntime: every photo below is scored once, by a model that never saw its group. The
+threshold was chosen on those pooled out-of-fold scores. Only the epoch count and the threshold
+were chosen on them, plus the recipe comparison below, so they are close to, not entirely free of,
+selection. The recipe's frozen stages run once per photo and view (`--views`), which is what
+makes {cv['folds']} folds affordable on a CPU.
+
+## Out-of-fold metrics
+{refused}
+{metrics_table(columns)}
+
+Per fold ({shipped}, at the shipped threshold):
+
+{spread_table(spread)}
+
+Targets ({shipped}, shipped, out-of-fold): {targets_line(columns[shipped], loss)}.
+Parity PyTorch vs onnxruntime (fp32): max |score difference| {result['parity_max_delta']:.2e}.{_int8_line(result)}
+
+Threshold rule: {result['threshold_rule']}.
+
+## Recipes compared
+
+{RECIPES}
 
 ## Data
 
 {sum(sources['label'].values())} labelled photos from public GitHub repositories (travel sites, photographers'
 blogs, an astronomy site, a day/night classification dataset), each checked by eye.
 The licence column is each source repository's licence, which usually does not cover re-hosted
-stock photos: the photos are used for research only and are not distributed with nordlys.
+stock photos: the photos are used for research only and are not distributed with nordlys, so
+neither are thumbnails of them: the build writes them to `runs/default/oof_report/report.html`.
 
 | label | photos |
 |---|---|
@@ -129,29 +180,14 @@ About {100 * sources['sources'].most_common(1)[0][1] / max(1, sum(sources['sourc
 ({sources['sources'].most_common(1)[0][0]}); training draws each class half the time and
 weighs a group of n photos like sqrt(n) photos, so that source cannot dominate.
 
-## Split
-
-Held out by group (source repository or near-duplicate group): no group is on both sides.
-Train: {data['train']['photos']} photos in {data['train']['groups']} groups {data['train']['per_label']};
-validation: {data['val']['photos']} photos in {data['val']['groups']} groups {data['val']['per_label']},
-kinds {data['val'].get('per_kind', {})}.
-
-## Validation metrics
-{refused}
-{metrics_table(columns)}
-
-Targets ({shipped}, shipped): {targets_line(columns[shipped])}.
-Parity PyTorch vs onnxruntime (fp32): max |score difference| {result['parity_max_delta']:.2e}.{_int8_line(result)}
-
-Threshold rule: {result['threshold_rule']}.
-
-## Known failure modes
+## Known hard cases
 
 {FAILURE_MODES}
 
-Misfiled validation photos of the shipped model:
+Out-of-fold misses of the shipped recipe ({shipped}, at the shipped threshold; thumbnails in
+`runs/default/oof_report/report.html` after a build):
 
-| true label | score | file |
-|---|---|---|
+| true label | score | kind | file |
+|---|---|---|---|
 {misses}
 """

@@ -180,6 +180,42 @@ def split_by_group(samples: Sequence[Sample], *, val_fraction: float, seed: int)
     return train, val
 
 
+def group_folds(samples: Sequence[Sample], *, folds: int, seed: int) -> list[int]:
+    """A fold number (0..folds-1) per sample for cross-validation; each group in one fold.
+
+    Groups are placed largest first (seeded order among equal sizes), each into the fold whose
+    shares of the classes it brings are smallest, weighed by how much of each class it brings: a
+    fold that took a giant one-class source then fills up with the other class, and every fold
+    ends with about 1/folds of the auroras. Refuses a fold without both classes.
+    """
+    if folds < 2:
+        raise DataError(f"folds = {folds}: expected at least 2")
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        by_group[s.group or str(s.path)].append(i)
+    totals = Counter(s.target for s in samples)
+    names = sorted(by_group)
+    random.Random(seed).shuffle(names)
+    names.sort(key=lambda g: -len(by_group[g]))  # stable: the shuffle breaks ties between equal sizes
+    taken = [Counter() for _ in range(folds)]
+    fold_of = [0] * len(samples)
+    for name in names:
+        counts = Counter(samples[i].target for i in by_group[name])
+
+        def cost(f: int) -> tuple[float, int]:
+            share = sum(n / totals[t] * (taken[f][t] + n) / totals[t] for t, n in counts.items())
+            return share, sum(taken[f].values())
+
+        best = min(range(folds), key=cost)
+        taken[best].update(counts)
+        for i in by_group[name]:
+            fold_of[i] = best
+    if any(len(t) < 2 for t in taken):
+        raise DataError(f"cannot make {folds} folds with both classes in each from {len(samples)} photos in "
+                        f"{len(by_group)} groups; use fewer folds or add photos and groups")
+    return fold_of
+
+
 def write_split(path: Path, train: Iterable[Sample], val: Iterable[Sample]) -> None:
     """split.csv: `file,label,group,split,<extra columns>` so export and eval reuse the split."""
     rows = [(s, "train") for s in train] + [(s, "val") for s in val]

@@ -72,8 +72,21 @@ def _replace_head(model: nn.Module, backbone: str, num_classes: int) -> None:
 def stages(model: nn.Module, backbone: str) -> list[nn.Module]:
     """The backbone's stages, input to output, that `unfreeze` counts from the end."""
     if backbone == "resnet50":
-        return [nn.Sequential(model.conv1, model.bn1), model.layer1, model.layer2, model.layer3, model.layer4]  # type: ignore[arg-type]
+        stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)  # type: ignore[arg-type]
+        return [stem, model.layer1, model.layer2, model.layer3, model.layer4]  # type: ignore[list-item]
     return list(model.features)  # type: ignore[arg-type]
+
+
+def split(model: nn.Module, backbone: str, *, at: int) -> tuple[nn.Module, nn.Module]:
+    """(prefix, suffix) sharing the model's own modules: prefix = stages[:at], suffix = the rest,
+    pooling and head, so that suffix(prefix(x)) == model(x). Cross-validation runs the frozen
+    prefix once per photo and view and trains only the suffix, which is what makes 5 folds
+    affordable on a CPU; the suffix's weights are the model's, so the model is what was trained."""
+    all_stages = stages(model, backbone)
+    if not 0 <= at <= len(all_stages):
+        raise ValueError(f"at = {at}: expected 0..{len(all_stages)} stages of {backbone}")
+    pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+    return nn.Sequential(*all_stages[:at]), nn.Sequential(*all_stages[at:], pool, head(model, backbone))
 
 
 def head(model: nn.Module, backbone: str) -> nn.Module:

@@ -9,6 +9,7 @@ from pathlib import Path
 from nordlys.daemon.contract import RESIZE_MODES
 from nordlys.train.metrics import DEFAULT_MAX_FPR
 
+AUGMENTS = ("basic", "phone")  # TrainPreset augmentations
 BACKBONES = ("resnet50", "mobilenet_v2")  # torchvision architectures the trainer can build
 MODES = ("head", "finetune")  # head: frozen backbone; finetune: the last stages learn too
 
@@ -48,6 +49,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out, by group")
     parser.add_argument("--max-fpr", type=float, default=DEFAULT_MAX_FPR,
                         help="threshold rule: highest balanced accuracy with at most this false-positive rate")
+    parser.add_argument("--augment", default="basic", choices=AUGMENTS,
+                        help="basic: mild crop, flip, brightness/contrast; phone: also exposure, white balance, "
+                             "blur, noise and JPEG artefacts, crops that keep the sky")
+    parser.add_argument("--cv", type=int, default=0, metavar="K",
+                        help="K-fold cross-validation over groups chooses the epoch count (of --epochs) and the "
+                             "threshold from out-of-fold scores, then the model is trained on all photos; "
+                             "--val-fraction and --patience are then unused. 0 = one validation split")
+    parser.add_argument("--views", type=int, default=8,
+                        help="with --cv: augmented views per photo, computed once through the frozen stages")
+    parser.add_argument("--feature-cache", type=Path, default=None,
+                        help="with --cv: folder that keeps those features between runs with the same photos, "
+                             "backbone, weights, input size and augmentation")
     parser.add_argument("--seed", type=int, default=0, help="split, sampling and augmentation seed")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when CUDA is available")
@@ -63,6 +76,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         held = ", ".join(sorted(p.name for p in out.iterdir())[:4])
         raise TrainError(f"--output-dir = '{out}' already holds files ({held}): expected a new or empty folder, "
                          f"or --overwrite to replace the run in it")
+    if args.cv == 1 or args.cv < 0:
+        raise TrainError(f"--cv = {args.cv}: expected 0 (one validation split) or at least 2 folds")
+    if args.cv and args.views < 1:
+        raise TrainError(f"--views = {args.views}: expected at least 1 augmented view per photo")
     weights = args.weights
     if weights not in (None, "none", "imagenet") and not Path(weights).expanduser().is_file():
         raise TrainError(f"--weights = '{weights}' is not a file: expected a torchvision state_dict of the ImageNet "

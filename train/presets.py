@@ -22,6 +22,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from nordlys.daemon.loader import load_image, open_image
+from nordlys.train.options import AUGMENTS  # --augment choices, one list with the CLI
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, on the 0..1 scale
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,12 +78,21 @@ def to_square(image: torch.Tensor, *, size: int, resize: str) -> torch.Tensor:
 
 
 class TrainPreset:
-    """Random mild crop -> square (same mode as eval) -> flip -> brightness/contrast -> normalise."""
+    """Random mild crop -> square (same mode as eval) -> flip -> brightness/contrast -> normalise.
+
+    `augment="phone"` adds what differs between cameras and phones but not between aurora and
+    not-aurora: crops biased to keep the top of the frame (the sky), exposure of +-0.7 EV,
+    a white-balance shift of +-10% on red and blue (green stays green), and, each with
+    probability 0.3, blur, sensor noise and JPEG re-compression at quality 35..90.
+    """
 
     def __init__(self, *, size: int, resize: str, mean: Sequence[float], std: Sequence[float],
-                 crop_scale: tuple[float, float] = (0.6, 1.0), brightness: float = 0.25,
-                 contrast: float = 0.2, seed: int = 0) -> None:
-        self.size, self.resize, self.crop_scale = size, resize, crop_scale
+                 crop_scale: tuple[float, float] | None = None, brightness: float = 0.25,
+                 contrast: float = 0.2, seed: int = 0, augment: str = "basic") -> None:
+        if augment not in AUGMENTS:
+            raise ValueError(f"augment = {augment!r}: expected one of {list(AUGMENTS)}")
+        self.size, self.resize, self.augment = size, resize, augment
+        self.crop_scale = crop_scale or ((0.45, 1.0) if augment == "phone" else (0.6, 1.0))
         self.rng = random.Random(seed)
         self.jitter = v2.ColorJitter(brightness=brightness, contrast=contrast)  # no hue: colour is the signal
         self.flip = v2.RandomHorizontalFlip(p=0.5)
@@ -90,6 +100,27 @@ class TrainPreset:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         top, left, h, w = random_crop_box(*image.shape[-2:], scale=self.crop_scale, rng=self.rng)
+        if self.augment == "phone":
+            top = self.rng.randint(0, top)  # biased upwards: a crop keeps the sky more often than the ground
         x = to_square(F.crop(image, top, left, h, w), size=self.size, resize=self.resize)
         x = self.jitter(self.flip(x))
+        if self.augment == "phone":
+            x = self.camera(x)
         return self.normalize(F.to_dtype(x, torch.float32, scale=True))
+
+    def camera(self, x: torch.Tensor) -> torch.Tensor:
+        """Exposure, white balance, blur, noise, JPEG: uint8 in, uint8 out."""
+        rng = self.rng
+        f = x.to(torch.float32)
+        gain = 2.0 ** rng.uniform(-0.7, 0.7)
+        wb = torch.tensor([math.exp(rng.uniform(-0.1, 0.1)), 1.0, math.exp(rng.uniform(-0.1, 0.1))]).view(3, 1, 1)
+        f = f * gain * wb
+        if rng.random() < 0.3:
+            sigma = rng.uniform(0.3, 1.5)
+            f = F.gaussian_blur(f, kernel_size=[5, 5], sigma=[sigma, sigma])
+        if rng.random() < 0.3:
+            f = f + torch.randn(f.shape, generator=torch.Generator().manual_seed(rng.getrandbits(31))) * rng.uniform(1.0, 8.0)
+        x = f.round().clamp(0, 255).to(torch.uint8)
+        if rng.random() < 0.3:
+            x = F.jpeg(x, rng.randint(35, 90))
+        return x

@@ -55,11 +55,11 @@ class ValSet:
 
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, loader: DataLoader,
-                    device: torch.device, epoch: int) -> float:
+                    device: torch.device, epoch: int, label: str = "") -> float:
     """One pass over `loader`; returns the mean training loss. BN statistics stay frozen."""
     models.train_mode(model)
     total, count = 0.0, 0
-    with ProgressBar(len(loader), label=f"epoch {epoch}") as bar:
+    with ProgressBar(len(loader), label=f"{label} epoch {epoch}".strip()) as bar:
         for images, targets in loader:
             images, targets = images.to(device), targets.to(device)
             loss = criterion(model(images), targets)
@@ -121,7 +121,8 @@ def load_data(samples: Sequence[data.Sample], cfg: dict) -> tuple[RamDataset, We
     train_images, train_s = decode_all(
         train_s, lambda p: presets.decode_for_training(p, short_side=cache_side), "decode train")
     val_pixels, val_s = decode_all(val_s, lambda p: load_image(p, size=size, resize=resize), "decode val")
-    transform = presets.TrainPreset(size=size, resize=resize, mean=cfg["mean"], std=cfg["std"], seed=cfg["seed"])
+    transform = presets.TrainPreset(size=size, resize=resize, mean=cfg["mean"], std=cfg["std"], seed=cfg["seed"],
+                                    augment=cfg["augment"])
     dataset = RamDataset(train_images, [s.target for s in train_s], transform)
     weights = data.balanced_weights(train_s, hard_negative_weight=cfg["hard_negative_weight"])
     sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=len(train_s),
@@ -158,6 +159,10 @@ def main(args: argparse.Namespace) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() and not cfg["cpu"] else "cpu")
     started = time.monotonic()
     samples = data.read_samples(data_dir=args.data, manifest=args.manifest)
+    if cfg["cv"]:
+        from nordlys.train import cv  # imports this module: only here, not at the top
+
+        return cv.main(cfg, samples, out, device)
     # the weights before the photos: a failed download is reported at once, not after decoding them all
     model = models.build_model(cfg["backbone"], num_classes=len(data.LABELS), weights=cfg["weights"]).to(device)
     dataset, sampler, val, train_s, val_s = load_data(samples, cfg)

@@ -23,7 +23,8 @@ def test_build_writes_model_and_card(tmp_path: Path) -> None:
     tiny[tiny.index("--input-size") + 1] = "32"
     tiny[tiny.index("--epochs") + 1] = "1"
     tiny[tiny.index("--batch-size") + 1] = "4"
-    tiny[tiny.index("--val-fraction") + 1] = "0.25"
+    tiny[tiny.index("--cv") + 1] = "2"
+    tiny[tiny.index("--views") + 1] = "2"
     out = tmp_path / "models" / "default.onnx"
     result = default_model.build(manifest=manifest, weights=weights, run_dir=tmp_path / "run", out=out,
                                  skip_train=False, recipe=tiny)
@@ -31,6 +32,10 @@ def test_build_writes_model_and_card(tmp_path: Path) -> None:
     assert meta.backbone == "mobilenet_v2" and meta.threshold == result["threshold"]
     card = (out.parent / "MODEL_CARD.md").read_text()
     assert meta.version in card and "python -m nordlys.export.default_model" in card
-    assert "| kind=" in card and "Threshold rule:" in card
+    assert "| kind=" in card and "Threshold rule:" in card and "out-of-fold" in card
     assert "| MIT | 8 |" in card and "| unknown | 8 |" in card  # licences summarised from the manifest
-    assert (tmp_path / "run" / "val_report" / "report.html").exists()
+    assert "mean +- sd over folds" in card and "2-fold cross-validation over groups" in card
+    assert (tmp_path / "run" / "oof_report" / "report.html").exists()
+    # the shipped figures are the fold models' out-of-fold scores: one per photo, 16 photos
+    assert result["fp32"]["count"] == 16 and result["validation"] == "out-of-fold scores of 2 fold models"
+    assert meta.metrics["validation"] == "out-of-fold scores of 2 fold models"
