@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     shipped = result[kind]
     # the same figures as the last `evaluated` log line: the shipped model on the validation split,
     # at the threshold the rule chose for it (not at 0.5, and not the training run's PyTorch scores)
-    print(f"{args.out}: {result['version']} ({kind}), threshold {result['threshold']:.4g}; on {shipped['count']} "
+    where = "out-of-fold scores of" if result["validation"] != "validation split" else "on"
+    print(f"{args.out}: {result['version']} ({kind}), threshold {result['threshold']:.4g}; {where} {shipped['count']} "
           f"validation photos at that threshold: accuracy {shipped['accuracy']:.4f}, recall {shipped['recall']:.4f}, "
           f"false-positive rate {shipped['fpr']:.4f}")
     return 0

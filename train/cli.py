@@ -26,9 +26,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"nordlys train: {exc}", file=sys.stderr)
         return 2
     val = result["val"]
+    where = (f"out of fold ({val['count']} photos, {result['cv']['folds']}-fold cross-validation; the model "
+             f"was then trained on all of them)" if "cv" in result else f"on {val['count']} validation photos")
     # the log (-v) has every epoch; without it this line is what a person sees at the end
-    print(f"{args.output_dir}: best epoch {result['best_epoch']}, threshold {val['threshold']:.4g}; on "
-          f"{val['count']} validation photos: accuracy {val['accuracy']:.4f}, recall {_fmt(val['recall'])}, "
+    print(f"{args.output_dir}: best epoch {result['best_epoch']}, threshold {val['threshold']:.4g}; {where}: "
+          f"accuracy {val['accuracy']:.4f}, recall {_fmt(val['recall'])}, "
           f"false-positive rate {_fmt(val['fpr'])} (PyTorch scores; export measures the ONNX model again). "
           f"Next: nordlys export {args.output_dir} --out model.onnx")
     return 0

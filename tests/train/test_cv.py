@@ -83,11 +83,13 @@ def cv_args(manifest: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_cross_validated_run_scores_every_photo_out_of_fold(tmp_path: Path) -> None:
+def test_cross_validated_run_scores_every_photo_out_of_fold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     manifest = sky_manifest(tmp_path / "data", per_class=8)
     out = tmp_path / "run"
     cache = tmp_path / "cache"
     assert cli.main(cv_args(manifest, out, "--augment", "phone", "--feature-cache", str(cache))) == 0
+    assert "out of fold (16 photos, 2-fold cross-validation; the model was then trained on all of them)" \
+        in capsys.readouterr().out
     result = json.loads((out / "metrics.json").read_text())
     assert result["cv"]["folds"] == 2 and 1 <= result["best_epoch"] <= 2
     with (out / "oof.csv").open(newline="") as fh:
