@@ -92,6 +92,8 @@ def build(samples: Sequence[data.Sample], prefix: nn.Module, cfg: dict, device: 
             t = prefix(torch.stack(train_x).to(device)).to("cpu", torch.float16)
             view_out.append(t.view(len(eval_x), views, *t.shape[1:]))
             eval_out.append(prefix(torch.stack(eval_x).to(device)).to("cpu", torch.float16))
+            if (i // CHUNK) % 10 == 9:  # for -v logs, where there is no progress bar
+                log.info("features_progress", photos=min(i + CHUNK, len(samples)), of=len(samples))
     if not kept:
         raise data.DataError(f"none of the {len(samples)} photos could be read")
     return FeatureCache(torch.cat(view_out), torch.cat(eval_out), kept)
