@@ -78,4 +78,5 @@ def bundled_int8_gate(model: Path) -> dict:
     int8 = metrics.get("val_int8", {}).get("accuracy")
     loss = None if fp32 is None or int8 is None else round(100 * (fp32 - int8), 3)
     return {"model": props.get("nordlys.version"), "val_accuracy_fp32": fp32, "val_accuracy_int8": int8,
-            "loss_points": loss, "photos": metrics.get("val_int8", {}).get("count")}
+            "loss_points": loss, "photos": metrics.get("val_int8", {}).get("count"),
+            "validation": metrics.get("validation", "validation split")}

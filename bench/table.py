@@ -90,7 +90,8 @@ def render(results: dict[str, Any]) -> str:
                   f"| daemon RSS, idle / peak (MB) | {_f(d['rss_mb']['idle'])} / {_f(d['rss_mb']['peak'])} | | | |"]
     acc = results.get("int8_accuracy", {})
     if acc.get("loss_points") is not None:
-        lines.append(f"| int8 accuracy, bundled model ({acc['photos']} validation photos) | "
+        where = "out-of-fold" if "out-of-fold" in acc.get("validation", "") else "validation"
+        lines.append(f"| int8 accuracy, bundled model ({acc['photos']} photos, {where}) | "
                      f"{100 * acc['val_accuracy_int8']:.2f}% | {100 * acc['val_accuracy_fp32']:.2f}% (fp32) | "
                      f"-{acc['loss_points']:.2f} points | |")
     lines += ["", "| target | value | wanted | met |", "|---|---|---|---|"]
