@@ -91,6 +91,15 @@ def _int8_line(result: dict) -> str:
             f"{result.get('int8_max_score_delta', float('nan')):.3f}.")
 
 
+def _time_line(m: dict) -> str:
+    """Training time; the frozen stages' features may have been computed by an earlier run."""
+    if "feature_seconds" not in m:
+        return f"Cross-validation and the final fit took {m['training_seconds'] / 60:.1f} minutes on 2 shared CPU cores."
+    fit = m["training_seconds"] - (0.0 if m["features_from_cache"] else m["feature_seconds"])
+    return (f"On 2 shared CPU cores: {m['feature_seconds'] / 60:.1f} minutes computing the frozen stages' features "
+            f"(once per photo and view), {fit / 60:.1f} minutes for the {m['cv']['folds']} folds and the final fit.")
+
+
 def render_card(*, result: dict, train_metrics: dict, sources: dict[str, Counter], recipe: Sequence[str],
                 weights: str, spread: dict, misfiled: Sequence[tuple[str, float, str, str]] = ()) -> str:
     """The card of a cross-validated build: `spread` is cv.summarise's mean_sd of the shipped
@@ -123,7 +132,7 @@ runs `nordlys train` with the recipe below, then `nordlys export --int8` (fp32 i
 refuses), and rewrites this card. Recipe: `{' '.join(recipe)}`, plus
 `--manifest ../shared/data/manifest.csv --weights ../shared/weights/{weights}`.
 
-Cross-validation and the final fit took {minutes:.1f} minutes on 2 shared CPU cores.
+{_time_line(train_metrics)}
 
 ## How it was chosen
 

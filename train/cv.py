@@ -218,6 +218,7 @@ def main(cfg: dict, samples: Sequence[data.Sample], out: Path, device: torch.dev
     model = fit(cache, np.arange(len(everyone)), cfg, at, device, epochs=best, label="all photos")
     seconds = time.monotonic() - started
     result = {"best_epoch": best, "history": history, "training_seconds": round(seconds, 1),
+              "feature_seconds": round(cache.seconds, 1), "features_from_cache": cache.from_cache,
               "validation": f"{cfg['cv']}-fold cross-validation over groups, out-of-fold scores",
               "data": {"train": data.summarise(everyone), "val": data.summarise(everyone)},
               "val": cv["pooled"], "val_at_0.5": metrics.summary(features.targets_of(everyone), scores, 0.5,

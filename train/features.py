@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -46,6 +47,8 @@ class FeatureCache:
     views: torch.Tensor
     evals: torch.Tensor
     samples: list[data.Sample]
+    seconds: float = 0.0  # what computing them took (when read from the cache folder: back then)
+    from_cache: bool = False
 
 
 def cache_key(samples: Sequence[data.Sample], cfg: dict, at: int) -> str:
@@ -65,6 +68,7 @@ def cache_key(samples: Sequence[data.Sample], cfg: dict, at: int) -> str:
 def build(samples: Sequence[data.Sample], prefix: nn.Module, cfg: dict, device: torch.device) -> FeatureCache:
     """Decode each photo once, make cfg["views"] augmented views and the eval view, run the prefix."""
     prefix.eval()
+    started = time.monotonic()
     size, resize, views = cfg["input_size"], cfg["resize"], cfg["views"]
     transform = presets.TrainPreset(size=size, resize=resize, mean=cfg["mean"], std=cfg["std"], seed=cfg["seed"],
                                     augment=cfg["augment"])
@@ -96,7 +100,7 @@ def build(samples: Sequence[data.Sample], prefix: nn.Module, cfg: dict, device: 
                 log.info("features_progress", photos=min(i + CHUNK, len(samples)), of=len(samples))
     if not kept:
         raise data.DataError(f"none of the {len(samples)} photos could be read")
-    return FeatureCache(torch.cat(view_out), torch.cat(eval_out), kept)
+    return FeatureCache(torch.cat(view_out), torch.cat(eval_out), kept, time.monotonic() - started)
 
 
 def load_or_build(samples: Sequence[data.Sample], prefix: nn.Module, cfg: dict, at: int,
@@ -110,11 +114,13 @@ def load_or_build(samples: Sequence[data.Sample], prefix: nn.Module, cfg: dict, 
         stored = torch.load(path, map_location="cpu", weights_only=False)
         by_path = {str(s.path): s for s in samples}
         log.info("feature_cache_hit", path=str(path), photos=len(stored["paths"]))
-        return FeatureCache(stored["views"], stored["evals"], [by_path[p] for p in stored["paths"]])
+        return FeatureCache(stored["views"], stored["evals"], [by_path[p] for p in stored["paths"]],
+                            stored.get("seconds", 0.0), from_cache=True)
     cache = build(samples, prefix, cfg, device)
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(path.name + ".tmp")
-    torch.save({"views": cache.views, "evals": cache.evals, "paths": [str(s.path) for s in cache.samples]}, scratch)
+    torch.save({"views": cache.views, "evals": cache.evals, "paths": [str(s.path) for s in cache.samples],
+                "seconds": cache.seconds}, scratch)
     scratch.replace(path)
     log.info("feature_cache_written", path=str(path), bytes=path.stat().st_size)
     return cache
