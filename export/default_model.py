@@ -34,7 +34,7 @@ RECIPE = [
     "--input-size", "224", "--resize", "squash",  # squash keeps sky at the frame's edges
     "--augment", "phone",
     "--cv", "5", "--views", "8", "--epochs", "10",  # the epoch count (<= 10) is chosen by the folds
-    "--batch-size", "32", "--lr", "1e-3", "--backbone-lr-scale", "0.3",
+    "--batch-size", "32", "--lr", "3e-4", "--backbone-lr-scale", "0.3",
     "--max-fpr", "0.01", "--seed", "0", "--threads", "2",
 ]
 

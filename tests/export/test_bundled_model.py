@@ -19,6 +19,11 @@ def test_default_model_is_bundled_small_and_documented() -> None:
     clf = Classifier(model, providers=("CPUExecutionProvider",))
     assert clf.meta.labels == ("other", "aurora") and clf.meta.backbone == "mobilenet_v2"
     assert clf.meta.metrics["val"]["recall"] >= 0.97 and clf.meta.metrics["val"]["fpr"] <= 0.02
+    # its figures are out-of-fold over all the shared photos, not a few dozen validation auroras
+    assert clf.meta.metrics["validation"] == "out-of-fold scores of 5 fold models"
+    assert clf.meta.metrics["val"]["count"] >= 2600
+    # and it lists the photos it was trained on, so `nordlys eval` can warn about them
+    assert len(clf.meta.training_files["train"]) >= 2600
     card = (MODELS / "MODEL_CARD.md").read_text()
     assert clf.meta.version in card and "python -m nordlys.export.default_model" in card
 
