@@ -134,7 +134,6 @@ def render_card(*, result: dict, train_metrics: dict, sources: dict[str, Counter
     if "int8" in result:
         columns["int8"] = result["int8"]
     shipped = "int8" if "int8" in result and "int8_refused" not in result else "fp32"
-    minutes = train_metrics["training_seconds"] / 60
     cv = train_metrics["cv"]
     per_fold = " / ".join(str(f["count"]) for f in cv["per_fold"])
     misses = "\n".join(f"| {label} | {score:.3f} | {kind} | {name} |" for label, score, kind, name in misfiled) \

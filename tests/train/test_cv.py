@@ -16,7 +16,7 @@ import torch
 
 from nordlys.daemon.contract import from_metadata
 from nordlys.export.export import export_model
-from nordlys.train import cli, cv, data, metrics, models, presets
+from nordlys.train import cli, data, metrics, models, presets
 from tests.train.photos import sky_manifest
 
 
