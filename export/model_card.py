@@ -52,7 +52,7 @@ against 1.00%): 17 missed auroras became 10, 4 of them all-sky frames (8 of 13 f
 of 13) and 3 ordinary photos. The lower learning rate bought a lower held-out loss, 0.09 points
 of FPR and the one remaining all-sky aurora.
 A horizontal-flip test-time augmentation (the mean of a photo's and its mirror image's scores),
-measured on the shipped recipe's fold models: recall unchanged at 97.95%, FPR 0.91% to 0.77%,
+measured on the shipped recipe's fold models (`python -m bench.flip_tta RUN`): recall unchanged at 97.95%, FPR 0.91% to 0.77%,
 balanced accuracy 98.52% to 98.59%, for twice the model's work per photo. Not shipped: it reaches
 no target the plain model misses.
 
