@@ -136,6 +136,9 @@ def _time_line(m: dict) -> str:
     if "feature_seconds" not in m:
         return f"Cross-validation and the final fit took {m['training_seconds'] / 60:.1f} minutes on 2 shared CPU cores."
     fit = m["training_seconds"] - (0.0 if m["features_from_cache"] else m["feature_seconds"])
+    if m["features_from_cache"] and not m["feature_seconds"]:  # a cache written before times were recorded
+        return (f"On 2 shared CPU cores: {fit / 60:.1f} minutes for the {m['cv']['folds']} folds and the final fit, "
+                f"on frozen-stage features an earlier run had computed (`--feature-cache`).")
     return (f"On 2 shared CPU cores: {m['feature_seconds'] / 60:.1f} minutes computing the frozen stages' features "
             f"(once per photo and view), {fit / 60:.1f} minutes for the {m['cv']['folds']} folds and the final fit.")
 
